@@ -1,0 +1,3 @@
+"""VarCon: variational supervised contrastive learning."""
+
+__version__ = "0.1.0"
