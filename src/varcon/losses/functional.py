@@ -1,0 +1,323 @@
+r"""Functional cores of the VarCon and SupCon losses.
+
+Both functions take a batch that is already whole (in multi-process training the
+modules in :mod:`varcon.losses.varcon` / :mod:`varcon.losses.supcon` gather it first).
+Inputs of any floating dtype are computed in float32 (float64 stays float64), with
+autocast switched off, so fp16/bf16 features under AMP give finite, accurate losses.
+
+Notation (one row per sample):
+
+    z_i   feature row i, [D]; expected L2-normalised (normalising is the model's job:
+          rows are used as given)
+    y_i   its integer label
+    C     number of distinct classes present in the batch
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = ["VarConStats", "check_inputs", "supcon_loss", "varcon_loss"]
+
+_REDUCTIONS = ("mean", "sum", "none")
+
+
+@dataclass(frozen=True)
+class VarConStats:
+    """Per-sample diagnostics of a VarCon loss evaluation (all detached, shape [N]).
+
+    Attributes:
+        kl: KL(q(.|z_i) || p(.|z_i)).
+        nll: -log p(y_i|z_i).
+        tau2: the confidence-adaptive temperature of Eq. 13.
+        confidence: p(y_i|z_i), Eq. 8.
+        classes_in_batch: C, the number of classes present in the batch (0-d tensor).
+    """
+
+    kl: Tensor
+    nll: Tensor
+    tau2: Tensor
+    confidence: Tensor
+    classes_in_batch: Tensor
+
+    def as_dict(self) -> dict[str, Tensor]:
+        return {
+            "kl": self.kl,
+            "nll": self.nll,
+            "tau2": self.tau2,
+            "confidence": self.confidence,
+            "classes_in_batch": self.classes_in_batch,
+        }
+
+
+def check_hyperparameters(temperature: float, epsilon: float | None = None) -> None:
+    """Raise ``ValueError`` unless ``temperature > 0`` and ``0 <= epsilon < temperature``."""
+    if not isinstance(temperature, (int, float)) or not math.isfinite(temperature) or temperature <= 0:
+        raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
+    if epsilon is not None and (
+        not isinstance(epsilon, (int, float))
+        or not math.isfinite(epsilon)
+        or not 0 <= epsilon < temperature
+    ):
+        raise ValueError(
+            f"epsilon must satisfy 0 <= epsilon < temperature (= {temperature}), got {epsilon!r}; "
+            "tau2 = (temperature - epsilon) + 2 * epsilon * p must stay positive"
+        )
+
+
+def check_reduction(reduction: str) -> None:
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+
+
+def check_inputs(
+    features: Tensor, labels: Tensor, num_classes: int | None = None, *, allow_empty: bool = False
+) -> None:
+    """Validate shapes and dtypes; raise ``ValueError`` naming the problem and the fix.
+
+    The label range is checked against ``num_classes`` only where that costs no
+    host-device synchronisation (CPU tensors, outside ``torch.compile``); on an
+    accelerator an out-of-range label fails in the indexing kernel instead.
+    """
+    if not isinstance(features, Tensor) or not isinstance(labels, Tensor):
+        raise ValueError("features and labels must be torch.Tensor objects")
+    if features.dim() != 2:
+        raise ValueError(
+            f"features must be 2-D [N, D], got shape {tuple(features.shape)}; "
+            "flatten the views first, e.g. features.reshape(-1, D) with labels repeated per view"
+        )
+    if not features.is_floating_point():
+        raise ValueError(f"features must be a floating-point tensor, got dtype {features.dtype}")
+    if labels.dim() != 1:
+        raise ValueError(f"labels must be 1-D [N], got shape {tuple(labels.shape)}")
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise ValueError(
+            f"labels must be integer class indices, got dtype {labels.dtype}; use labels.long()"
+        )
+    if features.shape[0] != labels.shape[0]:
+        raise ValueError(
+            f"features has {features.shape[0]} rows but labels has {labels.shape[0]} entries; "
+            "with several views per image, repeat the labels once per view"
+        )
+    if features.shape[0] == 0 and not allow_empty:
+        raise ValueError("the batch is empty: features has 0 rows")
+    if num_classes is not None:
+        if not isinstance(num_classes, int) or num_classes < 1:
+            raise ValueError(f"num_classes must be a positive int or None, got {num_classes!r}")
+        if labels.device.type == "cpu" and labels.numel() and not _compiling():
+            lo, hi = int(labels.min()), int(labels.max())
+            if lo < 0 or hi >= num_classes:
+                raise ValueError(
+                    f"labels must lie in [0, num_classes) = [0, {num_classes}), found values in "
+                    f"[{lo}, {hi}]; pass the right num_classes, or num_classes=None"
+                )
+
+
+def _compiling() -> bool:
+    compiler = getattr(torch, "compiler", None)
+    return bool(compiler is not None and compiler.is_compiling())
+
+
+def _compute_dtype(x: Tensor) -> torch.dtype:
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+
+def _class_index(labels: Tensor, num_classes: int | None) -> tuple[Tensor, int]:
+    """Map labels to column indices ``[0, K)``.
+
+    Without ``num_classes`` the classes present are found with ``torch.unique`` (a
+    host-device sync, data-dependent K). With it, K = num_classes and the labels are
+    the indices: shapes are static and nothing synchronises.
+    """
+    if num_classes is None:
+        _, index = torch.unique(labels, return_inverse=True)
+        return index, int(index.max()) + 1
+    return labels.long(), num_classes
+
+
+def _reduce(per_sample: Tensor, reduction: str) -> Tensor:
+    if reduction == "mean":
+        return per_sample.mean()
+    if reduction == "sum":
+        return per_sample.sum()
+    return per_sample
+
+
+def varcon_loss(
+    features: Tensor,
+    labels: Tensor,
+    temperature: float = 0.1,
+    epsilon: float = 0.02,
+    *,
+    num_classes: int | None = None,
+    detach_centroids: bool = True,
+    reduction: str = "mean",
+    return_stats: bool = False,
+) -> Tensor | tuple[Tensor, VarConStats]:
+    r"""VarCon loss (Wang et al., NeurIPS 2025, Eq. 7 with Eqs. 8 and 10-13).
+
+    For each class c present in the batch (C classes) the centroid is
+
+        w_c = normalize( mean_{j : y_j = c} z_j )                      (detached by default)
+
+    and for each sample i with label r = y_i:
+
+        p(c|z_i)  = softmax_c( z_i . w_c / tau1 )                        (Eq. 8)
+        tau2_i    = (tau1 - eps) + 2 * eps * p(r|z_i)                    (Eq. 13)
+        q(c|z_i)  = [1 + (exp(1/tau2_i) - 1) 1{c = r}] / (exp(1/tau2_i) + C - 1)   (Eqs. 10-12)
+        loss_i    = KL( q(.|z_i) || p(.|z_i) ) - log p(r|z_i)            (Eq. 7)
+
+    tau2 is not detached: as in the authors' code the gradient also flows through q.
+
+    The computation never forms q or log p as [N, C] tensors. With ``l_c = z.w_c/tau1``,
+    ``lse = logsumexp_c l_c``, ``a = 1/tau2``, ``log Z = logaddexp(a, log(C-1))``:
+
+        KL = q_r (log q_r - log p_r) + (C-1) q_o [log q_o + lse - mean_{c != r} l_c]
+
+    where ``log q_r = a - log Z``, ``log q_o = -log Z`` and ``sum_{c != r} l_c`` is
+    ``z.(sum_c w_c)/tau1 - l_r`` (one [N, D] product). The only [N, C] work is the
+    logit matmul and one logsumexp, so time and memory are O(N*C*D) and O(N*C).
+
+    Args:
+        features: [N, D] embeddings (L2-normalised by the model; used as given).
+        labels: [N] integer class labels.
+        temperature: tau1 > 0.
+        epsilon: eps in [0, tau1); eps = 0 gives a fixed tau2 = tau1.
+        num_classes: if given, labels must lie in [0, num_classes); shapes become
+            static and no host-device synchronisation happens (CUDA graphs,
+            ``torch.compile(fullgraph=True)``). Absent classes are masked out.
+        detach_centroids: treat the centroids as constants (paper, appendix C.1).
+        reduction: "mean" | "sum" | "none" (per-sample [N]).
+        return_stats: also return a :class:`VarConStats`.
+
+    Returns:
+        The loss (0-d, or [N] with reduction "none"), in float32 (float64 for
+        float64 input), and optionally the stats.
+    """
+    check_hyperparameters(temperature, epsilon)
+    check_reduction(reduction)
+    check_inputs(features, labels, num_classes)
+
+    dtype = _compute_dtype(features)
+    with torch.autocast(device_type=features.device.type, enabled=False):
+        z = features.to(dtype)
+        index, num_cols = _class_index(labels, num_classes)
+        n = z.shape[0]
+
+        # Centroids: w_c = normalize(sum of z_j in class c); normalising the sum is the
+        # same as normalising the mean, and empty classes stay exactly zero.
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not detach_centroids):
+            sums = z.new_zeros(num_cols, z.shape[1]).index_add(0, index, z)
+            centroids = F.normalize(sums, dim=1) / temperature  # [K, D], pre-scaled by 1/tau1
+        if detach_centroids:
+            centroids = centroids.detach()
+        counts = torch.zeros(num_cols, dtype=dtype, device=z.device).index_add_(
+            0, index, torch.ones(n, dtype=dtype, device=z.device)
+        )
+        present = counts > 0
+        num_present = present.sum().to(dtype)  # C, as a tensor: no sync
+
+        if num_classes is None:
+            logits = z @ centroids.T  # [N, C]: every column is a present class
+        else:
+            # Absent classes get -inf: they drop out of the softmax and the logsumexp.
+            mask_bias = torch.zeros(num_cols, dtype=dtype, device=z.device).masked_fill(
+                ~present, float("-inf")
+            )
+            logits = torch.addmm(mask_bias, z, centroids.T)
+        lse = torch.logsumexp(logits, dim=1)  # [N]
+        logit_true = logits.gather(1, index[:, None]).squeeze(1)  # l_r, [N]
+        log_p_true = logit_true - lse  # log p(r|z)
+        confidence = log_p_true.exp()
+
+        tau2 = (temperature - epsilon) + 2.0 * epsilon * confidence
+        inv_tau2 = tau2.reciprocal()  # a
+        log_others = torch.log(num_present - 1)  # log(C-1); -inf when C = 1
+        log_norm = torch.logaddexp(inv_tau2, log_others)  # log Z
+        log_q_true = inv_tau2 - log_norm
+        log_q_other = -log_norm
+        q_true = log_q_true.exp()
+        others_mass = torch.exp(log_others + log_q_other)  # (C-1) * q_o; exactly 0 when C = 1
+
+        sum_logits = z @ centroids.sum(0)  # sum over present classes of l_c, [N]
+        mean_other_logits = (sum_logits - logit_true) / (num_present - 1).clamp_min(1)
+        kl = q_true * (log_q_true - log_p_true) + others_mass * (
+            log_q_other + lse - mean_other_logits
+        )
+        nll = -log_p_true
+        per_sample = kl + nll
+
+    loss = _reduce(per_sample, reduction)
+    if not return_stats:
+        return loss
+    stats = VarConStats(
+        kl=kl.detach(),
+        nll=nll.detach(),
+        tau2=tau2.detach(),
+        confidence=confidence.detach(),
+        classes_in_batch=num_present.detach(),
+    )
+    return loss, stats
+
+
+def supcon_loss(
+    features: Tensor,
+    labels: Tensor,
+    temperature: float = 0.1,
+    *,
+    num_classes: int | None = None,
+    reduction: str = "mean",
+) -> Tensor:
+    r"""Supervised contrastive loss, L_out form (Khosla et al., NeurIPS 2020, Eq. 2).
+
+    With P(i) = {p != i : y_p = y_i} and A(i) = {a != i}:
+
+        loss_i = -1/|P(i)| * sum_{p in P(i)} log( exp(z_i.z_p/tau) / sum_{a in A(i)} exp(z_i.z_a/tau) )
+
+    Anchors without a positive are left out of the mean ("mean" averages over the
+    anchors that have one; with none the loss is 0) and are 0 with reduction "none".
+    The temperature is used as is (no ``temperature / base_temperature`` factor), as
+    in pytorch-metric-learning's ``SupConLoss``.
+
+    The positives' logits are summed through per-class feature sums,
+    ``sum_{p in P(i)} z_i.z_p = z_i.(S_{y_i} - z_i)``, so the only [N, N] work is
+    the similarity matmul and one logsumexp.
+
+    Args:
+        features: [N, D] (all views flattened into rows, labels repeated per view).
+        labels: [N] integer labels.
+        temperature: tau > 0.
+        num_classes: optional; labels in [0, num_classes), avoids ``torch.unique``.
+        reduction: "mean" | "sum" | "none".
+    """
+    check_hyperparameters(temperature)
+    check_reduction(reduction)
+    check_inputs(features, labels, num_classes)
+
+    dtype = _compute_dtype(features)
+    with torch.autocast(device_type=features.device.type, enabled=False):
+        z = features.to(dtype)
+        n = z.shape[0]
+        index, num_cols = _class_index(labels, num_classes)
+        z_scaled = z / temperature
+        logits = z_scaled @ z.T  # [N, N]
+        self_mask = torch.eye(n, dtype=torch.bool, device=z.device)
+        lse = torch.logsumexp(logits.masked_fill(self_mask, float("-inf")), dim=1)  # over A(i)
+
+        class_sums = z.new_zeros(num_cols, z.shape[1]).index_add(0, index, z)
+        counts = torch.zeros(num_cols, dtype=dtype, device=z.device).index_add_(
+            0, index, torch.ones(n, dtype=dtype, device=z.device)
+        )
+        num_pos = counts[index] - 1  # |P(i)|
+        pos_logit_sum = (z_scaled * (class_sums[index] - z)).sum(1)
+        has_pos = num_pos > 0
+        per_sample = torch.where(has_pos, lse - pos_logit_sum / num_pos.clamp_min(1), 0.0)
+
+    if reduction == "mean":
+        return per_sample.sum() / has_pos.sum().clamp_min(1)
+    return _reduce(per_sample, reduction)
