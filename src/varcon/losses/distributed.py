@@ -50,7 +50,7 @@ def _all_gather_rows(x: Tensor, sizes: list[int]) -> list[Tensor]:
         x = torch.cat([x, pad])
     buffers = [torch.empty_like(x) for _ in sizes]
     dist.all_gather(buffers, x.contiguous())
-    return [buf[:rows] for buf, rows in zip(buffers, sizes)]
+    return [buf[:rows] for buf, rows in zip(buffers, sizes, strict=True)]
 
 
 def gather_batch(

@@ -57,7 +57,11 @@ class VarConStats:
 
 def check_hyperparameters(temperature: float, epsilon: float | None = None) -> None:
     """Raise ``ValueError`` unless ``temperature > 0`` and ``0 <= epsilon < temperature``."""
-    if not isinstance(temperature, (int, float)) or not math.isfinite(temperature) or temperature <= 0:
+    if (
+        not isinstance(temperature, (int, float))
+        or not math.isfinite(temperature)
+        or temperature <= 0
+    ):
         raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
     if epsilon is not None and (
         not isinstance(epsilon, (int, float))
@@ -277,7 +281,8 @@ def supcon_loss(
 
     With P(i) = {p != i : y_p = y_i} and A(i) = {a != i}:
 
-        loss_i = -1/|P(i)| * sum_{p in P(i)} log( exp(z_i.z_p/tau) / sum_{a in A(i)} exp(z_i.z_a/tau) )
+        loss_i = -1/|P(i)| * sum_{p in P(i)}
+                 log[ exp(z_i.z_p/tau) / sum_{a in A(i)} exp(z_i.z_a/tau) ]
 
     Anchors without a positive are left out of the mean ("mean" averages over the
     anchors that have one; with none the loss is 0) and are 0 with reduction "none".
