@@ -1,0 +1,1 @@
+"""Command line: ``varcon pretrain`` and ``varcon linear`` (also ``python -m varcon``)."""

@@ -1,0 +1,425 @@
+"""Run configuration: typed dataclasses, YAML files and ``key=value`` overrides.
+
+A config is data. It is read from YAML (or built from defaults), updated by dotted
+``key=value`` overrides, validated as a whole (every problem is listed at once,
+before any work starts) and saved next to the run as plain YAML, so a run can be
+repeated from its ``config.yaml`` alone and a checkpoint stores it as a plain dict
+(loadable with ``torch.load(..., weights_only=True)``).
+
+The schema is the dataclass tree below; an unknown key is an error that lists the
+valid ones. PyYAML parses files and override values (``lr=0.1`` gives a float,
+``crop_scale=[0.2,1.0]`` a list, ``root=null`` None).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "DataConfig",
+    "KnnConfig",
+    "LinearConfig",
+    "LossConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "TrainConfig",
+    "apply_overrides",
+    "config_from_dict",
+    "config_to_dict",
+    "load_config",
+    "resolve_config_path",
+    "save_config",
+]
+
+METHODS = ("varcon", "supcon", "ce")
+DATASETS = ("digits", "cifar10", "cifar100", "imagefolder")
+AUGMENTS = ("simaugment", "autoaugment", "randaugment", "linear", "eval")
+AMP_MODES = ("auto", "off", "bf16", "fp16")
+
+
+class ConfigError(ValueError):
+    """A config could not be read or is invalid; ``problems`` lists every issue found."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = list(problems)
+        text = "invalid configuration:\n" + "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(text)
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "digits"  # digits | cifar10 | cifar100 | imagefolder
+    root: str | None = None  # dataset folder (CIFAR python files, or ImageFolder train/ + val/)
+    download: bool = False  # let torchvision fetch CIFAR where a network exists
+    image_size: int | None = None  # resize/crop size; None = the dataset's own
+    cache: str = "auto"  # auto | memory | none  (decoded uint8 cache for small images)
+    bad_files: str = "error"  # error | skip  (unreadable files in an ImageFolder tree)
+    mean: list[float] | None = None  # per-channel normalisation in [0, 1]; None = dataset's
+    std: list[float] | None = None
+    augment: str = "simaugment"  # simaugment | autoaugment | randaugment
+    augment_params: dict[str, Any] = field(default_factory=dict)  # constructor overrides
+    num_workers: int = 2
+    views: int = 2  # augmented views per image for contrastive methods (ce uses 1)
+
+
+@dataclass
+class ModelConfig:
+    encoder: str = "small_cnn"  # any name from varcon.models.list_models()
+    head_dim: int = 128
+    head_hidden: int | None = None  # None = encoder width
+    sync_batchnorm: bool = False
+    channels_last: bool = False
+    compile: bool = False  # torch.compile the network
+
+
+@dataclass
+class LossConfig:
+    temperature: float = 0.1  # tau1 (VarCon) / tau (SupCon)
+    epsilon: float = 0.02  # VarCon's eps; 0 fixes tau2 = tau1
+    detach_centroids: bool = True
+    # exact: DDP yields the exact gradient of the global-batch loss.
+    # per_rank: the authors' multi-GPU behaviour, 1/W of it (W = world size).
+    gradient_scale: str = "exact"
+
+
+@dataclass
+class OptimConfig:
+    optimizer: str = "sgd"  # sgd | lars
+    lr: float = 0.5  # base learning rate for the global batch
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    nesterov: bool = False
+    batch_size: int = 1024  # global batch (split evenly over processes)
+    epochs: int = 200
+    warmup_epochs: int = 10
+    warmup_from: float = 0.01  # lr at the first warm-up step, as a fraction of lr
+    min_lr_ratio: float = 0.001  # cosine decays to lr * min_lr_ratio
+
+
+@dataclass
+class TrainConfig:
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    amp: str = "auto"  # auto (bf16/fp16 on CUDA, off on CPU) | off | bf16 | fp16
+    deterministic: bool = False
+    save_every: int = 0  # keep checkpoints/epoch_<k>.pt every k epochs (0: only last.pt)
+    tau2_every: int = 1  # write tau2/epoch_<k>.npy every k epochs (0: never)
+    max_nonfinite_steps: int = 10  # consecutive skipped steps before training stops
+    log_every: int = 10  # TensorBoard scalar every k steps
+    progress: str = "auto"  # auto (bar on a terminal, lines otherwise) | bar | lines | off
+    overwrite: bool = False  # allow writing into an existing run directory
+    max_steps_per_epoch: int = 0  # cap (for smoke tests); 0 = whole epoch
+
+
+@dataclass
+class LinearConfig:
+    epochs: int = 100
+    batch_size: int = 256
+    lr: float = 5.0
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    warmup_epochs: int = 0
+    augment: str = "linear"  # training-split augmentation of the probe
+    run_after_pretrain: bool = True
+
+
+@dataclass
+class KnnConfig:
+    enabled: bool = True
+    k: int = 200
+    temperature: float = 0.1
+
+
+@dataclass
+class Config:
+    name: str = "run"
+    method: str = "varcon"  # varcon | supcon | ce
+    seed: int = 0
+    output_dir: str | None = None  # default runs/<name>-<timestamp>
+    resume: str | None = None  # run directory (or checkpoint file) to continue
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    linear: LinearConfig = field(default_factory=LinearConfig)
+    knn: KnnConfig = field(default_factory=KnnConfig)
+
+
+# ----------------------------------------------------------------------------- parsing
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _valid_keys(cls: type, prefix: str = "") -> list[str]:
+    keys = []
+    for name, tp in _field_types(cls).items():
+        if dataclasses.is_dataclass(tp):
+            keys.extend(_valid_keys(tp, f"{prefix}{name}."))
+        else:
+            keys.append(prefix + name)
+    return keys
+
+
+def _unknown_key(key: str, cls: type, prefix: str) -> str:
+    valid = _valid_keys(cls, prefix)
+    close = difflib.get_close_matches(prefix + key, valid, n=3)
+    hint = f" (did you mean {', '.join(close)}?)" if close else ""
+    return f"unknown key '{prefix}{key}'{hint}; valid keys: {', '.join(valid)}"
+
+
+def _coerce(value: Any, tp: Any, key: str, problems: list[str]) -> Any:
+    """Check ``value`` against the annotation ``tp``; ints are accepted for floats."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], key, problems)
+    if tp is Any:
+        return value
+    if origin is list:
+        (item_tp,) = typing.get_args(tp)
+        if isinstance(value, tuple):
+            value = list(value)
+        if not isinstance(value, list):
+            problems.append(f"{key}: expected a list, got {value!r}")
+            return value
+        return [_coerce(v, item_tp, f"{key}[{i}]", problems) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            problems.append(f"{key}: expected a mapping, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            problems.append(f"{key}: expected a number, got {value!r}")
+            return value
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            problems.append(f"{key}: expected an integer, got {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            problems.append(f"{key}: expected true or false, got {value!r}")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            problems.append(f"{key}: expected a string, got {value!r}")
+        return value
+    return value
+
+
+def _build(cls: type, data: Any, prefix: str, problems: list[str]) -> Any:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        problems.append(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {data!r}")
+        return cls()
+    types_ = _field_types(cls)
+    kwargs = {}
+    for key, value in data.items():
+        if key not in types_:
+            problems.append(_unknown_key(str(key), cls, prefix))
+            continue
+        tp = types_[key]
+        if dataclasses.is_dataclass(tp):
+            kwargs[key] = _build(tp, value, f"{prefix}{key}.", problems)
+        else:
+            kwargs[key] = _coerce(value, tp, prefix + key, problems)
+    return cls(**kwargs)
+
+
+def config_from_dict(data: dict[str, Any] | None, *, validate: bool = True) -> Config:
+    """Build a :class:`Config` from nested plain data; raise :class:`ConfigError`."""
+    problems: list[str] = []
+    cfg = _build(Config, data or {}, "", problems)
+    if problems:
+        raise ConfigError(problems)
+    if validate:
+        validate_config(cfg)
+    return cfg
+
+
+def config_to_dict(cfg: Config) -> dict[str, Any]:
+    """Plain nested dict (only str/int/float/bool/None/list/dict): YAML- and
+    ``weights_only``-safe."""
+    return dataclasses.asdict(cfg)
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return yaml.safe_load(text) if text != "" else ""
+    except yaml.YAMLError:
+        return text
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``a.b.c=value`` overrides to nested plain data (values parsed as YAML).
+
+    Unknown keys are reported by :func:`config_from_dict` afterwards, all at once.
+    """
+    data = copy.deepcopy(data)
+    problems = []
+    for item in overrides:
+        if "=" not in item:
+            problems.append(f"override {item!r} is not of the form key=value (e.g. optim.lr=0.1)")
+            continue
+        key, _, text = item.partition("=")
+        key = key.strip()
+        if key.startswith("--"):
+            key = key[2:]
+        parts = key.split(".")
+        node = data
+        for part in parts[:-1]:
+            child = node.get(part)
+            if not isinstance(child, dict):
+                child = {}
+                node[part] = child
+            node = child
+        node[parts[-1]] = _parse_value(text)
+    if problems:
+        raise ConfigError(problems)
+    return data
+
+
+def resolve_config_path(name_or_path: str | Path) -> Path:
+    """A path to a YAML file, or the name of a config shipped with varcon
+    (``cifar10``, ``cifar10.yaml``)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    shipped = resources.files("varcon") / "configs"
+    stem = path.name if path.suffix in (".yaml", ".yml") else f"{path.name}.yaml"
+    candidate = Path(str(shipped / stem))
+    if candidate.is_file():
+        return candidate
+    available = sorted(p.name for p in Path(str(shipped)).glob("*.yaml"))
+    raise ConfigError(
+        [f"config file {str(name_or_path)!r} not found; shipped configs: {', '.join(available)}"]
+    )
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = yaml.safe_load(fh)
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"{path}: not valid YAML: {exc}"]) from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError([f"{path}: the top level must be a mapping of settings"])
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Read a YAML config (default: the built-in ``digits`` quickstart), apply
+    overrides, validate. Raises :class:`ConfigError` listing every problem."""
+    data = read_yaml(resolve_config_path(path if path is not None else "digits"))
+    data = apply_overrides(data, overrides or [])
+    return config_from_dict(data)
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    with open(path, "w", encoding="utf-8") as fh:
+        yaml.safe_dump(config_to_dict(cfg), fh, sort_keys=False)
+
+
+# -------------------------------------------------------------------------- validation
+
+
+def _choice(problems: list[str], key: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        problems.append(f"{key}: must be one of {', '.join(choices)}; got {value!r}")
+
+
+def validate_config(cfg: Config) -> None:
+    """Reject impossible values before any work starts, listing all problems."""
+    p: list[str] = []
+    _choice(p, "method", cfg.method, METHODS)
+    _choice(p, "data.dataset", cfg.data.dataset, DATASETS)
+    _choice(p, "data.augment", cfg.data.augment, AUGMENTS)
+    _choice(p, "linear.augment", cfg.linear.augment, AUGMENTS)
+    _choice(p, "data.cache", cfg.data.cache, ("auto", "memory", "none"))
+    _choice(p, "data.bad_files", cfg.data.bad_files, ("error", "skip"))
+    _choice(p, "loss.gradient_scale", cfg.loss.gradient_scale, ("exact", "per_rank"))
+    _choice(p, "optim.optimizer", cfg.optim.optimizer, ("sgd", "lars"))
+    _choice(p, "train.amp", cfg.train.amp, AMP_MODES)
+    _choice(p, "train.progress", cfg.train.progress, ("auto", "bar", "lines", "off"))
+    if cfg.data.dataset in ("cifar10", "cifar100", "imagefolder") and not cfg.data.root:
+        p.append(f"data.root: required for dataset {cfg.data.dataset!r} (the folder holding it)")
+    if cfg.data.image_size is not None and cfg.data.image_size < 1:
+        p.append(f"data.image_size: must be >= 1, got {cfg.data.image_size}")
+    for key in ("mean", "std"):
+        values = getattr(cfg.data, key)
+        if values is not None and len(values) not in (1, 3):
+            p.append(f"data.{key}: give 1 or 3 numbers, got {values}")
+    if cfg.data.std is not None and any(s <= 0 for s in cfg.data.std):
+        p.append(f"data.std: must be > 0, got {cfg.data.std}")
+    if cfg.data.num_workers < 0:
+        p.append(f"data.num_workers: must be >= 0, got {cfg.data.num_workers}")
+    if cfg.data.views < 1 or (cfg.method != "ce" and cfg.data.views < 2):
+        p.append(f"data.views: contrastive methods need >= 2 views, got {cfg.data.views}")
+    if cfg.model.head_dim < 1:
+        p.append(f"model.head_dim: must be >= 1, got {cfg.model.head_dim}")
+    t, e = cfg.loss.temperature, cfg.loss.epsilon
+    if not t > 0:
+        p.append(f"loss.temperature: must be > 0, got {t}")
+    elif not 0 <= e < t:
+        p.append(f"loss.epsilon: must satisfy 0 <= epsilon < temperature ({t}), got {e}")
+    o = cfg.optim
+    if not o.lr > 0:
+        p.append(f"optim.lr: must be > 0, got {o.lr}")
+    if o.weight_decay < 0:
+        p.append(f"optim.weight_decay: must be >= 0, got {o.weight_decay}")
+    if not 0 <= o.momentum < 1:
+        p.append(f"optim.momentum: must be in [0, 1), got {o.momentum}")
+    if o.batch_size < 1:
+        p.append(f"optim.batch_size: must be >= 1, got {o.batch_size}")
+    if o.epochs < 1:
+        p.append(f"optim.epochs: must be >= 1, got {o.epochs}")
+    if o.warmup_epochs < 0 or o.warmup_epochs >= o.epochs:
+        p.append(
+            f"optim.warmup_epochs: must be >= 0 and shorter than training "
+            f"(optim.epochs = {o.epochs}), got {o.warmup_epochs}"
+        )
+    if not 0 < o.warmup_from <= 1:
+        p.append(f"optim.warmup_from: must be in (0, 1], got {o.warmup_from}")
+    if not 0 <= o.min_lr_ratio <= 1:
+        p.append(f"optim.min_lr_ratio: must be in [0, 1], got {o.min_lr_ratio}")
+    tr = cfg.train
+    for key in ("save_every", "tau2_every", "log_every", "max_steps_per_epoch"):
+        if getattr(tr, key) < 0:
+            p.append(f"train.{key}: must be >= 0, got {getattr(tr, key)}")
+    if tr.max_nonfinite_steps < 1:
+        p.append(f"train.max_nonfinite_steps: must be >= 1, got {tr.max_nonfinite_steps}")
+    li = cfg.linear
+    if li.epochs < 1:
+        p.append(f"linear.epochs: must be >= 1, got {li.epochs}")
+    if li.batch_size < 1:
+        p.append(f"linear.batch_size: must be >= 1, got {li.batch_size}")
+    if not li.lr > 0:
+        p.append(f"linear.lr: must be > 0, got {li.lr}")
+    if li.warmup_epochs < 0 or li.warmup_epochs >= li.epochs:
+        p.append(f"linear.warmup_epochs: must be >= 0 and < linear.epochs, got {li.warmup_epochs}")
+    if cfg.knn.k < 1:
+        p.append(f"knn.k: must be >= 1, got {cfg.knn.k}")
+    if not cfg.knn.temperature > 0:
+        p.append(f"knn.temperature: must be > 0, got {cfg.knn.temperature}")
+    if p:
+        raise ConfigError(p)

@@ -1,0 +1,387 @@
+"""Contrastive (VarCon, SupCon) and cross-entropy pre-training: the whole loop in one file.
+
+Read top to bottom: set-up (processes, run directory, data, network, loss, optimiser),
+optional resume, then the epoch loop, then linear and kNN evaluation. One code path
+serves 1 process and N processes (``torchrun``), CPU and GPU.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from varcon.data.sampling import EpochBatchSampler, SeededViews
+from varcon.losses import SupConLoss, VarConLoss
+from varcon.models import build_network
+
+from .checkpoint import (
+    FORMAT_VERSION,
+    atomic_save,
+    capture_rng_state,
+    load_checkpoint,
+    restore_rng_state,
+)
+from .config import Config, config_to_dict
+from .data import build_train_data
+from .linear import evaluate_encoder
+from .distributed import DistContext, all_reduce_sum, barrier, setup_distributed, teardown
+from .logger import Progress, RunLogger
+from .rundir import prepare_run_dir
+from .schedule import WarmupCosine, build_optimizer
+
+__all__ = ["TrainingDiverged", "TrainingInterrupted", "pretrain", "seed_everything"]
+
+
+class TrainingInterrupted(RuntimeError):
+    """SIGTERM/SIGINT arrived; a checkpoint was saved at the step boundary."""
+
+
+class TrainingDiverged(RuntimeError):
+    """Too many consecutive non-finite losses."""
+
+
+def seed_everything(seed: int) -> None:
+    import random
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+@dataclass
+class _StopFlag:
+    """Set by SIGTERM/SIGINT; the loop checks it between steps."""
+
+    signum: int | None = None
+
+    def install(self) -> dict[int, Any]:
+        previous = {}
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not in the main thread: leave signals alone
+                pass
+        return previous
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.signum = signum
+
+
+def _autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    if device.type != "cuda" or amp == "off":
+        return None
+    if amp == "fp16":
+        return torch.float16
+    if amp == "bf16" or torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float16
+
+
+def build_loss(cfg: Config, num_classes: int) -> nn.Module:
+    if cfg.method == "varcon":
+        return VarConLoss(
+            cfg.loss.temperature,
+            cfg.loss.epsilon,
+            num_classes=num_classes,
+            detach_centroids=cfg.loss.detach_centroids,
+            gradient_scale=cfg.loss.gradient_scale,
+        )
+    if cfg.method == "supcon":
+        return SupConLoss(
+            cfg.loss.temperature, num_classes=num_classes, gradient_scale=cfg.loss.gradient_scale
+        )
+    return nn.CrossEntropyLoss()
+
+
+def network_spec(cfg: Config, info: Any, image_size: int) -> dict[str, Any]:
+    """What is needed to rebuild the network from a checkpoint (plain data)."""
+    return {
+        "method": cfg.method,
+        "encoder": cfg.model.encoder,
+        "num_classes": int(info.num_classes),
+        "in_channels": int(info.channels),
+        "image_size": int(image_size),
+        "head_dim": int(cfg.model.head_dim),
+        "head_hidden": cfg.model.head_hidden,
+    }
+
+
+def build_from_spec(spec: dict[str, Any]) -> nn.Module:
+    return build_network(
+        spec["method"],
+        spec["encoder"],
+        num_classes=spec["num_classes"],
+        in_channels=spec["in_channels"],
+        image_size=spec["image_size"],
+        head_dim=spec["head_dim"],
+        head_hidden=spec["head_hidden"],
+    )
+
+
+def pretrain(cfg: Config) -> dict[str, Any]:
+    """Run pre-training (and, if ``cfg.linear.run_after_pretrain``, linear + kNN
+    evaluation). Returns a summary dict (rank 0 holds the full one)."""
+    ctx = setup_distributed(cfg.train.device)
+    try:
+        return _pretrain(cfg, ctx)
+    finally:
+        teardown(ctx)
+
+
+def _pretrain(cfg: Config, ctx: DistContext) -> dict[str, Any]:
+    # ---- set-up -------------------------------------------------------------------
+    if cfg.optim.batch_size % ctx.world_size:
+        raise ValueError(
+            f"optim.batch_size={cfg.optim.batch_size} (the global batch) must be divisible by "
+            f"the number of processes ({ctx.world_size})"
+        )
+    if cfg.train.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+    elif ctx.device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    seed_everything(cfg.seed + ctx.rank)
+
+    run_dir = prepare_run_dir(cfg, ctx)
+    data = build_train_data(cfg, ctx)
+    sampler = EpochBatchSampler(
+        len(data.dataset),
+        cfg.optim.batch_size // ctx.world_size,
+        rank=ctx.rank,
+        world_size=ctx.world_size,
+        seed=cfg.seed,
+    )
+    views = None if cfg.method == "ce" else cfg.data.views
+    loader = torch.utils.data.DataLoader(
+        SeededViews(data.dataset, data.train_transform, n_views=views),
+        batch_sampler=sampler,
+        num_workers=cfg.data.num_workers,
+        pin_memory=ctx.device.type == "cuda",
+        persistent_workers=cfg.data.num_workers > 0,
+    )
+    steps_per_epoch = sampler.batches_per_epoch
+    if cfg.train.max_steps_per_epoch:
+        steps_per_epoch = min(steps_per_epoch, cfg.train.max_steps_per_epoch)
+
+    spec = network_spec(cfg, data.info, data.image_size)
+    net = build_from_spec(spec)
+    if ctx.distributed and cfg.model.sync_batchnorm:
+        net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
+    memory_format = torch.channels_last if cfg.model.channels_last else torch.contiguous_format
+    net = net.to(ctx.device, memory_format=memory_format)
+    loss_fn = build_loss(cfg, data.info.num_classes)
+    optimizer = build_optimizer(
+        net, cfg.optim.optimizer, cfg.optim.lr, cfg.optim.momentum, cfg.optim.weight_decay,
+        cfg.optim.nesterov,
+    )
+    schedule = WarmupCosine(
+        cfg.optim.lr,
+        total_steps=cfg.optim.epochs * steps_per_epoch,
+        warmup_steps=cfg.optim.warmup_epochs * steps_per_epoch,
+        warmup_from=cfg.optim.warmup_from,
+        min_lr_ratio=cfg.optim.min_lr_ratio,
+    )
+    amp_dtype = _autocast_dtype(cfg.train.amp, ctx.device)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+
+    # ---- resume ---------------------------------------------------------------------
+    start_epoch, start_step = 0, 0
+    ckpt_dir = run_dir / "checkpoints"
+    if cfg.resume:
+        state = load_checkpoint(cfg.resume)
+        net.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        start_epoch, start_step = int(state["epoch"]), int(state["step_in_epoch"])
+        restore_rng_state(state["rng"])
+        if ctx.is_main:
+            print(f"resumed from {cfg.resume}: epoch {start_epoch + 1}, step {start_step}")
+
+    model: nn.Module = net
+    if ctx.distributed:
+        device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
+        model = DistributedDataParallel(net, device_ids=device_ids)
+    if cfg.model.compile:
+        model = torch.compile(model)
+
+    def save(name: str, epoch: int, step_in_epoch: int) -> Path:
+        path = ckpt_dir / name
+        if ctx.is_main:
+            atomic_save(
+                {
+                    "format": "varcon",
+                    "format_version": FORMAT_VERSION,
+                    "model": net.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scaler": scaler.state_dict() if scaler.is_enabled() else None,
+                    "epoch": epoch,
+                    "step_in_epoch": step_in_epoch,
+                    "network": spec,
+                    "config": config_to_dict(cfg),
+                    "rng": capture_rng_state(),
+                },
+                path,
+            )
+        return path
+
+    logger = RunLogger(run_dir, enabled=ctx.is_main)
+    stop = _StopFlag()
+    previous_handlers = stop.install()
+    consecutive_bad = 0
+    last_good = ckpt_dir / "last.pt"
+    global_batch_images = cfg.optim.batch_size
+
+    # ---- training -------------------------------------------------------------------
+    try:
+        for epoch in range(start_epoch, cfg.optim.epochs):
+            model.train()
+            first_step = start_step if epoch == start_epoch else 0
+            sampler.set_epoch(epoch, first_step)
+            record_tau2 = (
+                cfg.method == "varcon"
+                and cfg.train.tau2_every > 0
+                and (epoch + 1) % cfg.train.tau2_every == 0
+            )
+            sums: dict[str, float] = {}
+            tau2_chunks: list[np.ndarray] = []
+            done = skipped = 0
+            lr = schedule(epoch * steps_per_epoch + first_step)
+            progress = Progress(
+                steps_per_epoch - first_step, f"epoch {epoch + 1}/{cfg.optim.epochs}",
+                mode=cfg.train.progress, enabled=ctx.is_main,
+            )
+            t0 = time.perf_counter()
+            for step, (images, labels) in enumerate(loader, start=first_step):
+                if step >= steps_per_epoch:
+                    break
+                global_step = epoch * steps_per_epoch + step
+                lr = schedule.apply(optimizer, global_step)
+                images = images.to(ctx.device, non_blocking=True)
+                labels = labels.to(ctx.device, non_blocking=True)
+                if images.dim() == 5:  # [B, V, C, H, W] -> B*V rows, labels repeated per view
+                    labels = labels.repeat_interleave(images.shape[1])
+                    images = images.flatten(0, 1)
+                images = images.contiguous(memory_format=memory_format)
+
+                with torch.autocast(ctx.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                    outputs = model(images)
+                stats = None
+                if cfg.method == "varcon":
+                    loss, stats = loss_fn(outputs, labels, return_stats=True)
+                else:
+                    loss = loss_fn(outputs.float(), labels)
+
+                # Every rank must agree to skip a step, or DDP would hang.
+                bad = torch.tensor([0.0 if torch.isfinite(loss) else 1.0], device=ctx.device)
+                if all_reduce_sum(ctx, bad).item() > 0:
+                    skipped += 1
+                    consecutive_bad += 1
+                    optimizer.zero_grad(set_to_none=True)
+                    if ctx.is_main:
+                        print(f"warning: non-finite loss at epoch {epoch + 1}, batch {step}: "
+                              "step skipped", flush=True)
+                    if consecutive_bad >= cfg.train.max_nonfinite_steps:
+                        raise TrainingDiverged(
+                            f"{consecutive_bad} consecutive non-finite losses (last at epoch "
+                            f"{epoch + 1}, batch {step}). Likely causes: a learning rate too "
+                            f"high for this batch size (optim.lr={cfg.optim.lr}), fp16 overflow "
+                            "(try train.amp=bf16 or train.amp=off), or corrupt input data. "
+                            f"Last good checkpoint: {last_good if last_good.exists() else 'none'}"
+                        )
+                    continue
+                consecutive_bad = 0
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+
+                done += 1
+                loss_value = float(loss.detach())
+                sums["loss"] = sums.get("loss", 0.0) + loss_value
+                fields = {"loss": loss_value}
+                if stats is not None:
+                    tau2 = stats.tau2
+                    for key, value in (("kl", stats.kl.mean()), ("nll", stats.nll.mean()),
+                                       ("tau2", tau2.mean()), ("tau2_sq", (tau2 * tau2).mean()),
+                                       ("confidence", stats.confidence.mean())):
+                        sums[key] = sums.get(key, 0.0) + float(value)
+                    fields["tau2"] = float(tau2.mean())
+                    fields["conf"] = float(stats.confidence.mean())
+                    if record_tau2 and ctx.is_main:
+                        tau2_chunks.append(tau2.float().cpu().numpy())
+                elapsed = time.perf_counter() - t0
+                fields["img/s"] = done * global_batch_images / max(elapsed, 1e-9)
+                progress.update(**fields)
+                if ctx.is_main and cfg.train.log_every and global_step % cfg.train.log_every == 0:
+                    logger.log_step(global_step, {"loss": loss_value, "lr": lr})
+
+                if _should_stop(stop, ctx):
+                    path = save("last.pt", epoch, step + 1)
+                    raise TrainingInterrupted(
+                        f"received {signal.Signals(stop.signum or signal.SIGTERM).name}: saved "
+                        f"{path} at epoch {epoch + 1}, step {step + 1}; continue with "
+                        f"`varcon pretrain --resume {run_dir}`"
+                    )
+            progress.close()
+            epoch_time = time.perf_counter() - t0
+
+            record: dict[str, Any] = {"epoch": epoch + 1, "lr": lr, "steps": done,
+                                      "skipped_steps": skipped, "epoch_time": epoch_time,
+                                      "images_per_s": done * global_batch_images / epoch_time}
+            for key, total in sums.items():
+                record[key] = total / max(done, 1)
+            if "tau2_sq" in record:
+                record["tau2_std"] = math.sqrt(max(record.pop("tau2_sq") - record["tau2"] ** 2, 0))
+                record["tau2_mean"] = record.pop("tau2")
+                record["confidence_mean"] = record.pop("confidence")
+            logger.log_epoch(record)
+            if ctx.is_main:
+                print(_format_epoch(record), flush=True)
+                if tau2_chunks:
+                    (run_dir / "tau2").mkdir(exist_ok=True)
+                    np.save(run_dir / "tau2" / f"epoch_{epoch + 1}.npy", np.concatenate(tau2_chunks))
+            save("last.pt", epoch + 1, 0)
+            if cfg.train.save_every and (epoch + 1) % cfg.train.save_every == 0:
+                save(f"epoch_{epoch + 1}.pt", epoch + 1, 0)
+            barrier(ctx)
+    finally:
+        for sig, handler in previous_handlers.items():
+            signal.signal(sig, handler)
+        logger.close()
+
+    summary: dict[str, Any] = {"run_dir": str(run_dir), "epochs": cfg.optim.epochs,
+                               "method": cfg.method, "dataset": cfg.data.dataset}
+    if cfg.linear.run_after_pretrain:
+        summary.update(evaluate_encoder(cfg, net, data, ctx, run_dir))
+    return summary
+
+
+def _should_stop(stop: _StopFlag, ctx: DistContext) -> bool:
+    """Whether any rank was signalled (all ranks must stop at the same step)."""
+    if not ctx.distributed:
+        return stop.signum is not None
+    flag = torch.tensor([1.0 if stop.signum is not None else 0.0], device=ctx.device)
+    all_reduce_sum(ctx, flag)
+    return bool(flag.item() > 0)
+
+
+def _format_epoch(record: dict[str, Any]) -> str:
+    parts = [f"epoch {record['epoch']}"]
+    for key in ("loss", "kl", "nll", "tau2_mean", "tau2_std", "confidence_mean", "lr"):
+        if key in record:
+            parts.append(f"{key} {record[key]:.4g}")
+    parts.append(f"{record['images_per_s']:.0f} img/s")
+    if record["skipped_steps"]:
+        parts.append(f"skipped {record['skipped_steps']}")
+    return " | ".join(parts)
+
