@@ -81,9 +81,9 @@ def test_all_problems_listed_at_once():
 
 
 def test_wrong_types_are_named():
-    with pytest.raises(ConfigError, match="optim.batch_size: expected an integer"):
+    with pytest.raises(ConfigError, match=r"optim\.batch_size: expected an integer"):
         config_from_dict({"optim": {"batch_size": 1.5}})
-    with pytest.raises(ConfigError, match="train.overwrite: expected true or false"):
+    with pytest.raises(ConfigError, match=r"train\.overwrite: expected true or false"):
         config_from_dict({"train": {"overwrite": "yes"}})
     # ints are accepted where floats are expected
     assert config_from_dict({"optim": {"lr": 1}}).optim.lr == 1.0
@@ -100,12 +100,12 @@ def test_overrides_parse_yaml_values_and_dotted_keys():
 
 
 def test_root_required_for_file_datasets():
-    with pytest.raises(ConfigError, match="data.root: required"):
+    with pytest.raises(ConfigError, match=r"data\.root: required"):
         config_from_dict({"data": {"dataset": "cifar10"}})
 
 
 def test_unknown_config_name_lists_shipped():
-    with pytest.raises(ConfigError, match="cifar10.yaml"):
+    with pytest.raises(ConfigError, match=r"cifar10\.yaml"):
         resolve_config_path("nonexistent_config")
     assert resolve_config_path("cifar10").name == "cifar10.yaml"
     assert resolve_config_path("cifar10.yaml").name == "cifar10.yaml"

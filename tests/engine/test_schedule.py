@@ -1,3 +1,4 @@
+import itertools
 import math
 
 import pytest
@@ -15,8 +16,8 @@ def test_warmup_then_cosine():
     assert s(50) == pytest.approx(cos(50))
     assert s(100) == pytest.approx(0.001)
     values = [s(t) for t in range(100)]
-    assert all(b >= a for a, b in zip(values[:10], values[1:11], strict=True))  # rises
-    assert all(b <= a for a, b in zip(values[10:], values[11:], strict=False))  # then decays
+    assert all(b >= a for a, b in itertools.pairwise(values[:11]))  # rises
+    assert all(b <= a for a, b in itertools.pairwise(values[10:]))  # then decays
 
 
 def test_no_warmup_and_apply():

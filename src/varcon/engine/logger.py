@@ -28,7 +28,7 @@ class RunLogger:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:  # tensorboard missing: metrics.jsonl still records everything
-                SummaryWriter = None  # noqa: N806
+                SummaryWriter = None
             if SummaryWriter is not None:
                 self.tb = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
 

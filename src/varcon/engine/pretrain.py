@@ -32,8 +32,8 @@ from .checkpoint import (
 )
 from .config import Config, config_to_dict
 from .data import build_train_data
-from .linear import evaluate_encoder
 from .distributed import DistContext, all_reduce_sum, barrier, setup_distributed, teardown
+from .linear import evaluate_encoder
 from .logger import Progress, RunLogger
 from .rundir import prepare_run_dir
 from .schedule import WarmupCosine, build_optimizer
@@ -273,7 +273,8 @@ def _pretrain(cfg: Config, ctx: DistContext) -> dict[str, Any]:
                     images = images.flatten(0, 1)
                 images = images.contiguous(memory_format=memory_format)
 
-                with torch.autocast(ctx.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                use_amp = amp_dtype is not None
+                with torch.autocast(ctx.device.type, dtype=amp_dtype, enabled=use_amp):
                     outputs = model(images)
                 stats = None
                 if cfg.method == "varcon":
@@ -349,7 +350,8 @@ def _pretrain(cfg: Config, ctx: DistContext) -> dict[str, Any]:
                 print(_format_epoch(record), flush=True)
                 if tau2_chunks:
                     (run_dir / "tau2").mkdir(exist_ok=True)
-                    np.save(run_dir / "tau2" / f"epoch_{epoch + 1}.npy", np.concatenate(tau2_chunks))
+                    tau2_file = run_dir / "tau2" / f"epoch_{epoch + 1}.npy"
+                    np.save(tau2_file, np.concatenate(tau2_chunks))
             save("last.pt", epoch + 1, 0)
             if cfg.train.save_every and (epoch + 1) % cfg.train.save_every == 0:
                 save(f"epoch_{epoch + 1}.pt", epoch + 1, 0)
