@@ -1,0 +1,10 @@
+"""Fixtures and import path for the loss tests (``from reference import ...``)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+_HERE = str(Path(__file__).resolve().parent)
+if _HERE not in sys.path:
+    sys.path.insert(0, _HERE)
