@@ -1,0 +1,113 @@
+"""End-to-end runs of the training engine on the built-in digits data (CPU, seconds)."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from varcon.engine.checkpoint import load_checkpoint
+from varcon.engine.config import ConfigError, apply_overrides, config_from_dict, read_yaml
+from varcon.engine.config import resolve_config_path as _resolve
+from varcon.engine.pretrain import pretrain
+
+FAST = [
+    "optim.epochs=2", "optim.warmup_epochs=1", "optim.batch_size=128", "linear.epochs=2",
+    "knn.k=5", "train.tau2_every=1", "train.progress=off",
+]
+
+
+def digits_config(tmp_path, *overrides, name="run"):
+    data = read_yaml(_resolve("digits"))
+    data["output_dir"] = str(tmp_path / name)
+    return config_from_dict(apply_overrides(data, [*FAST, *overrides]))
+
+
+def test_digits_run_writes_everything(tmp_path):
+    cfg = digits_config(tmp_path, "train.save_every=1")
+    summary = pretrain(cfg)
+    run = tmp_path / "run"
+    assert (run / "config.yaml").is_file()
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2]
+    for key in ("loss", "kl", "nll", "tau2_mean", "tau2_std", "confidence_mean", "lr",
+                "images_per_s", "epoch_time"):
+        assert all(np.isfinite(r[key]) for r in records), key
+    # tau2 stays inside [tau1 - eps, tau1 + eps]; one value per view of every trained image
+    tau2 = np.load(run / "tau2" / "epoch_2.npy")
+    steps = 1347 // 128
+    assert tau2.shape == (steps * 128 * 2,)
+    assert tau2.min() >= 0.08 - 1e-6 and tau2.max() <= 0.12 + 1e-6
+    for name in ("last.pt", "epoch_1.pt", "epoch_2.pt"):
+        state = torch.load(run / "checkpoints" / name, weights_only=True)
+        assert state["format"] == "varcon"
+    assert load_checkpoint(run)["epoch"] == 2
+    assert list((run / "tensorboard").iterdir())
+    linear = json.loads((run / "linear.json").read_text())
+    assert {"top1", "top5", "epochs", "dataset"} <= set(linear)
+    assert linear["epochs"] == 2 and linear["dataset"] == "digits"
+    assert 0 <= linear["top1"] <= linear["top5"] <= 100
+    knn = json.loads((run / "knn.json").read_text())
+    assert summary["linear_top1"] == linear["top1"] and summary["knn_top1"] == knn["top1"]
+    # well above chance (10%) after 2 short epochs
+    assert linear["top1"] > 50
+
+
+def _weights(run_dir):
+    return load_checkpoint(run_dir)["model"]
+
+
+def _same(a, b):
+    return all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_seeded_runs_repeat_and_resume_is_exact(tmp_path):
+    common = ["optim.epochs=3", "linear.run_after_pretrain=false", "train.save_every=1"]
+    pretrain(digits_config(tmp_path, *common, name="a"))
+    pretrain(digits_config(tmp_path, *common, name="b"))
+    assert _same(_weights(tmp_path / "a"), _weights(tmp_path / "b"))
+
+    # Resume from the end of epoch 2 and finish: identical to the uninterrupted run.
+    shutil.copytree(tmp_path / "a", tmp_path / "c")
+    ckpts = tmp_path / "c" / "checkpoints"
+    shutil.copy(ckpts / "epoch_2.pt", ckpts / "last.pt")
+    cfg = digits_config(tmp_path, *common, name="c")
+    cfg.resume = str(tmp_path / "c")
+    pretrain(cfg)
+    assert _same(_weights(tmp_path / "a"), _weights(tmp_path / "c"))
+
+    other = digits_config(tmp_path, *common, "seed=1", name="d")
+    pretrain(other)
+    assert not _same(_weights(tmp_path / "a"), _weights(tmp_path / "d"))
+
+
+@pytest.mark.parametrize("method", ["supcon", "ce"])
+def test_baselines_share_the_loop(tmp_path, method):
+    extra = ["data.views=1"] if method == "ce" else []
+    cfg = digits_config(tmp_path, f"method={method}", *extra, "knn.enabled=false")
+    summary = pretrain(cfg)
+    records = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    assert len(records) == 2 and "tau2_mean" not in json.loads(records[0])
+    assert not (tmp_path / "run" / "tau2").exists()
+    assert summary["linear_top1"] > 30
+
+
+def test_existing_run_dir_is_not_overwritten(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text("precious\n")
+    with pytest.raises(ValueError, match="already holds a run"):
+        pretrain(digits_config(tmp_path))
+    assert (run / "metrics.jsonl").read_text() == "precious\n"
+
+
+def test_batch_larger_than_dataset(tmp_path):
+    with pytest.raises(ValueError, match="larger than the dataset"):
+        pretrain(digits_config(tmp_path, "optim.batch_size=4096"))
+
+
+def test_invalid_config_rejected_before_work(tmp_path):
+    with pytest.raises(ConfigError):
+        digits_config(tmp_path, "loss.epsilon=0.5")
+    assert not (tmp_path / "run").exists()
