@@ -55,12 +55,15 @@ class VarConRef:
     log_q: np.ndarray  # [N, C]
 
 
-def varcon_reference(z, y, tau1: float, eps: float, centroids=None) -> VarConRef:
+def varcon_reference(
+    z, y, tau1: float, eps: float, centroids=None, tau2_override=None
+) -> VarConRef:
     """Per-sample VarCon loss.
 
     ``centroids`` = (classes, W) as returned by :func:`class_centroids`; by default they
     are computed from (z, y). Passing fixed centroids lets finite differences hold them
-    constant (the detached-centroid gradient).
+    constant (the detached-centroid gradient). ``tau2_override`` replaces Eq. 13 by
+    fixed values (used only to show that a test can tell a detached tau2 apart).
     """
     z, y = _as64(z), _labels(y)
     classes, w = class_centroids(z, y) if centroids is None else centroids
@@ -78,6 +81,8 @@ def varcon_reference(z, y, tau1: float, eps: float, centroids=None) -> VarConRef
 
     # Eq. 13: confidence-adaptive temperature.
     tau2 = (tau1 - eps) + 2.0 * eps * conf
+    if tau2_override is not None:
+        tau2 = np.asarray(tau2_override, dtype=np.float64)
     a = 1.0 / tau2
 
     # Eqs. 10-12: unnormalised q is 1 off the true class and 1 + (e^a - 1) = e^a on it.
@@ -90,8 +95,14 @@ def varcon_reference(z, y, tau1: float, eps: float, centroids=None) -> VarConRef
     kl = np.sum(q * (log_q - log_p), axis=1)
     nll = -log_p[onehot]
     return VarConRef(
-        loss=kl + nll, kl=kl, nll=nll, tau2=tau2, confidence=conf, num_classes=c,
-        log_p=log_p, log_q=log_q,
+        loss=kl + nll,
+        kl=kl,
+        nll=nll,
+        tau2=tau2,
+        confidence=conf,
+        num_classes=c,
+        log_p=log_p,
+        log_q=log_q,
     )
 
 
@@ -141,7 +152,9 @@ def make_batch(labels, dim=8, *, seed=0, dtype=torch.float64, spread=1.0, normal
     labels = torch.as_tensor(labels, dtype=torch.long)
     num = int(labels.max()) + 1 if labels.numel() else 1
     directions = torch.randn(num, dim, generator=g, dtype=torch.float64)
-    z = directions[labels] + spread * torch.randn(len(labels), dim, generator=g, dtype=torch.float64)
+    z = directions[labels] + spread * torch.randn(
+        len(labels), dim, generator=g, dtype=torch.float64
+    )
     if normalise:
         z = torch.nn.functional.normalize(z, dim=1)
     return z.to(dtype), labels
