@@ -1,0 +1,56 @@
+"""Data: datasets as uint8 image tensors, and v2-based augmentations.
+
+See :func:`build_dataset` and :func:`build_transform`.
+"""
+
+from .datasets import (
+    CIFAR10_MEAN,
+    CIFAR10_STD,
+    CIFAR100_MEAN,
+    CIFAR100_STD,
+    DIGITS_MEAN,
+    DIGITS_STD,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    DatasetInfo,
+    ImageFileDataset,
+    TensorImageDataset,
+    build_dataset,
+    compute_mean_std,
+    decode_image_file,
+)
+from .transforms import (
+    AutoAugmentTransform,
+    EvalTransform,
+    LinearAugment,
+    MultiView,
+    RandAugmentTransform,
+    SimAugment,
+    TransformedDataset,
+    build_transform,
+)
+
+__all__ = [
+    "CIFAR10_MEAN",
+    "CIFAR10_STD",
+    "CIFAR100_MEAN",
+    "CIFAR100_STD",
+    "DIGITS_MEAN",
+    "DIGITS_STD",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "AutoAugmentTransform",
+    "DatasetInfo",
+    "EvalTransform",
+    "ImageFileDataset",
+    "LinearAugment",
+    "MultiView",
+    "RandAugmentTransform",
+    "SimAugment",
+    "TensorImageDataset",
+    "TransformedDataset",
+    "build_dataset",
+    "build_transform",
+    "compute_mean_std",
+    "decode_image_file",
+]
