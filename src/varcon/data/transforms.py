@@ -15,6 +15,7 @@ import torch
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
+from .batched import apply_simaugment_batch, draw_simaugment_params
 from .datasets import SMALL_IMAGE_MAX, DatasetInfo
 
 __all__ = [
@@ -96,6 +97,9 @@ class SimAugment(_Composed):
         mean, std: per-channel normalisation, [0, 1] units (required).
 
     On 1-channel images saturation, hue and grayscale are no-ops.
+
+    :meth:`apply_batch` applies the same distribution to a batch (one parameter draw per
+    image, batched pixel work): the fast path for small images.
     """
 
     def __init__(
@@ -115,13 +119,42 @@ class SimAugment(_Composed):
             raise ValueError("jitter must be 4 values (brightness, contrast, saturation, hue) "
                              f">= 0 with hue <= 0.5, got {tuple(jitter)}")
         b, c, s, h = (float(j) for j in jitter)
+        self.image_size = image_size
+        self.crop_scale = _check_scale(crop_scale)
+        self.hflip_p = _check_p("hflip_p", hflip_p)
+        self.jitter = (b, c, s, h)
+        self.jitter_p = _check_p("jitter_p", jitter_p)
+        self.grayscale_p = _check_p("grayscale_p", grayscale_p)
+        self.mean, self.std = _check_stats(mean, std)
         self.pipeline = v2.Compose([
-            v2.RandomResizedCrop(image_size, scale=_check_scale(crop_scale), antialias=True),
+            v2.RandomResizedCrop(image_size, scale=self.crop_scale, antialias=True),
             v2.RandomHorizontalFlip(_check_p("hflip_p", hflip_p)),
             v2.RandomApply([v2.ColorJitter(b, c, s, h)], p=_check_p("jitter_p", jitter_p)),
             v2.RandomGrayscale(_check_p("grayscale_p", grayscale_p)),
             *_finish(mean, std),
         ])
+
+    def apply_batch(self, images: torch.Tensor,
+                    generators: Sequence[torch.Generator | None] | None = None
+                    ) -> torch.Tensor:
+        """Augment a batch: uint8 [N, C, H, W] -> float32 [N, C, S, S].
+
+        Each image gets its own random parameters, drawn from the same distributions as
+        :meth:`__call__` (from ``generators[k]`` for image k when given, else from the
+        global torch RNG).
+        """
+        if images.dtype != torch.uint8 or images.ndim != 4:
+            raise ValueError(f"apply_batch expects uint8 images [N, C, H, W], got "
+                             f"{images.dtype} {tuple(images.shape)}")
+        if generators is not None and len(generators) != len(images):
+            raise ValueError(f"{len(generators)} generators for {len(images)} images")
+        n, _, height, width = images.shape
+        params = draw_simaugment_params(
+            n, height, width, crop_scale=self.crop_scale, hflip_p=self.hflip_p,
+            jitter=self.jitter, jitter_p=self.jitter_p, grayscale_p=self.grayscale_p,
+            generators=generators)
+        return apply_simaugment_batch(images, params, image_size=self.image_size,
+                                      jitter=self.jitter, mean=self.mean, std=self.std)
 
 
 class AutoAugmentTransform(_Composed):
@@ -332,6 +365,22 @@ class MultiView:
     def __call__(self, image: torch.Tensor) -> torch.Tensor:
         return torch.stack([self.transform(image) for _ in range(self.n_views)])
 
+    @property
+    def batchable(self) -> bool:
+        """True when the wrapped transform has a batched ``apply_batch``."""
+        return hasattr(self.transform, "apply_batch")
+
+    def apply_batch(self, images: torch.Tensor,
+                    generators: Sequence[torch.Generator | None] | None = None
+                    ) -> torch.Tensor:
+        """uint8 [N, C, H, W] -> [N, n_views, C, S, S], with the wrapped transform's
+        ``apply_batch`` (image k's views drawn from ``generators[k]`` when given)."""
+        v = self.n_views
+        reps = images.repeat_interleave(v, dim=0)
+        gens = None if generators is None else [g for g in generators for _ in range(v)]
+        out = self.transform.apply_batch(reps, gens)  # type: ignore[attr-defined]
+        return out.view(len(images), v, *out.shape[1:])
+
     def __repr__(self) -> str:
         return f"MultiView({self.transform!r}, n_views={self.n_views})"
 
@@ -344,6 +393,13 @@ class TransformedDataset(Dataset):
         transform: applied to the image.
 
     ``targets`` and ``info`` of the wrapped dataset are passed through when present.
+
+    Fast path: a DataLoader with batches (``batch_size`` or a ``batch_sampler``) calls
+    ``__getitems__`` with the whole batch; when the transform has ``apply_batch``
+    (:class:`SimAugment`, ``MultiView(SimAugment)``) and the images share one size, the
+    batch is augmented at once (same per-image distribution). Keys may also be
+    ``(index, seed)`` pairs (``varcon.data.sampling.EpochBatchSampler``): each item's
+    augmentation is then drawn from its own seed, independent of batch and worker.
     """
 
     def __init__(self, dataset: Dataset, transform: Callable[[torch.Tensor], torch.Tensor]
@@ -354,9 +410,36 @@ class TransformedDataset(Dataset):
     def __len__(self) -> int:
         return len(self.dataset)  # type: ignore[arg-type]
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, index: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
+        if isinstance(index, tuple):
+            return self.__getitems__([index])[0]
         image, label = self.dataset[index]
         return self.transform(image), int(label)
+
+    def __getitems__(self, keys: Sequence[int | tuple[int, int]]
+                     ) -> list[tuple[torch.Tensor, int]]:
+        seeded = len(keys) > 0 and isinstance(keys[0], tuple)
+        indices = [k[0] for k in keys] if seeded else list(keys)  # type: ignore[index]
+        items = [self.dataset[i] for i in indices]
+        labels = [int(lab) for _, lab in items]
+        images = [img for img, _ in items]
+        same_size = len({tuple(im.shape) for im in images}) == 1
+        if hasattr(self.transform, "apply_batch") and same_size and images:
+            gens = ([torch.Generator().manual_seed(int(k[1])) for k in keys]  # type: ignore[index]
+                    if seeded else None)
+            out = self.transform.apply_batch(torch.stack(images), gens)  # type: ignore[attr-defined]
+            return list(zip(out.unbind(0), labels, strict=True))
+        if not seeded:
+            return [(self.transform(im), lab) for im, lab in zip(images, labels, strict=True)]
+        results = []
+        state = torch.get_rng_state()
+        try:
+            for im, lab, key in zip(images, labels, keys, strict=True):
+                torch.manual_seed(int(key[1]))  # type: ignore[index]
+                results.append((self.transform(im), lab))
+        finally:
+            torch.set_rng_state(state)
+        return results
 
     @property
     def targets(self) -> torch.Tensor:
