@@ -318,6 +318,16 @@ def test_compile_fullgraph_with_num_classes(detach):
     np.testing.assert_allclose(got.item(), ref, rtol=1e-4)
 
 
+def test_compile_fullgraph_across_batch_sizes():
+    """Recompiling for other batch sizes (dynamic shapes) stays graph-break free."""
+    loss_fn = VarConLoss(0.1, 0.02, num_classes=9)
+    compiled = torch.compile(loss_fn, fullgraph=True, backend="eager")
+    for labels in ([0, 1, 1, 2, 3, 3, 3, 0], [0, 1, 1, 2, 3, 3, 3, 0, 5, 5, 5], [8] * 4 + [0] * 9):
+        z, y = make_batch(labels, seed=len(labels), dtype=torch.float32)
+        ref = varcon_reference(z, y, 0.1, 0.02).loss.mean()
+        np.testing.assert_allclose(compiled(z, y).item(), ref, rtol=1e-4)
+
+
 def test_compile_fullgraph_functional_with_stats():
     z, y = _batch("two_classes", torch.float32)
 
