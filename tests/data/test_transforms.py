@@ -284,3 +284,43 @@ def test_batched_crop_matches_v2_resized_crop():
     for k, (i, j, h, w) in enumerate(boxes.tolist()):
         ref = v2.functional.resized_crop(imgs[k], i, j, h, w, [32, 32], antialias=True)
         torch.testing.assert_close(out[k], ref.float() / 255)
+
+
+def test_seededviews_with_simaugment_is_repeatable():
+    """The transforms draw only from torch's RNG, so the engine's per-item seeding works."""
+    from varcon.data.sampling import SeededViews
+
+    ds = _tiny_dataset()
+    sv = SeededViews(ds, SimAugment(16, mean=ds.info.mean, std=ds.info.std), n_views=2)
+    a, la = sv[(5, 123)]
+    b, lb = sv[(5, 123)]
+    assert a.shape == (2, 3, 16, 16) and torch.equal(a, b) and la == lb == 2
+    assert not torch.equal(a, sv[(5, 124)][0])
+
+
+def test_getitems_groups_mixed_sizes():
+    class Mixed(torch.utils.data.Dataset):
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, i):
+            return torch.full((3, 20 + 4 * i, 24), 60 * i, dtype=torch.uint8), i
+
+    td = TransformedDataset(Mixed(), MultiView(SimAugment(16, mean=ZERO, std=ONE, **NO_COLOUR)))
+    items = td.__getitems__([0, 1, 2, 3])
+    assert [tuple(x.shape) for x, _ in items] == [(2, 3, 16, 16)] * 4
+    assert [y for _, y in items] == [0, 1, 2, 3]
+    torch.testing.assert_close(items[2][0], torch.full((2, 3, 16, 16), 120 / 255))
+    seeded = td.__getitems__([(1, 7), (3, 8)])
+    assert torch.equal(seeded[0][0], td.__getitems__([(1, 7)])[0][0])
+
+
+def test_multiview_of_per_image_transform_in_batches():
+    ds = _tiny_dataset(8, 32)
+    td = TransformedDataset(ds, MultiView(build_transform("autoaugment", 32, ds.info.mean,
+                                                          ds.info.std), n_views=2))
+    views, labels = next(iter(DataLoader(td, batch_size=4)))
+    assert views.shape == (4, 2, 3, 32, 32) and labels.tolist() == [0, 1, 2, 0]
+    a = td.__getitems__([(1, 5), (2, 6)])
+    b = td.__getitems__([(2, 6), (1, 5)])
+    assert torch.equal(a[0][0], b[1][0]) and not torch.equal(a[0][0][0], a[0][0][1])

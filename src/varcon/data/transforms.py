@@ -373,9 +373,26 @@ class MultiView:
     def apply_batch(self, images: torch.Tensor,
                     generators: Sequence[torch.Generator | None] | None = None
                     ) -> torch.Tensor:
-        """uint8 [N, C, H, W] -> [N, n_views, C, S, S], with the wrapped transform's
-        ``apply_batch`` (image k's views drawn from ``generators[k]`` when given)."""
+        """uint8 [N, C, H, W] -> [N, n_views, C, S, S].
+
+        Uses the wrapped transform's ``apply_batch`` when it has one (image k's views
+        drawn from ``generators[k]`` when given); otherwise calls it per image and view
+        (under a torch seed drawn from ``generators[k]`` when given).
+        """
         v = self.n_views
+        if not self.batchable:
+            if generators is None:
+                return torch.stack([self(im) for im in images])
+            outs = []
+            state = torch.get_rng_state()
+            try:
+                for im, g in zip(images, generators, strict=True):
+                    seed = int(torch.randint(2**62, (1,), generator=g))
+                    torch.manual_seed(seed)
+                    outs.append(self(im))
+            finally:
+                torch.set_rng_state(state)
+            return torch.stack(outs)
         reps = images.repeat_interleave(v, dim=0)
         gens = None if generators is None else [g for g in generators for _ in range(v)]
         out = self.transform.apply_batch(reps, gens)  # type: ignore[attr-defined]
@@ -396,8 +413,8 @@ class TransformedDataset(Dataset):
 
     Fast path: a DataLoader with batches (``batch_size`` or a ``batch_sampler``) calls
     ``__getitems__`` with the whole batch; when the transform has ``apply_batch``
-    (:class:`SimAugment`, ``MultiView(SimAugment)``) and the images share one size, the
-    batch is augmented at once (same per-image distribution). Keys may also be
+    (:class:`SimAugment`, ``MultiView(SimAugment)``), the batch is augmented at once,
+    images of one size together (same per-image distribution). Keys may also be
     ``(index, seed)`` pairs (``varcon.data.sampling.EpochBatchSampler``): each item's
     augmentation is then drawn from its own seed, independent of batch and worker.
     """
@@ -423,12 +440,20 @@ class TransformedDataset(Dataset):
         items = [self.dataset[i] for i in indices]
         labels = [int(lab) for _, lab in items]
         images = [img for img, _ in items]
-        same_size = len({tuple(im.shape) for im in images}) == 1
-        if hasattr(self.transform, "apply_batch") and same_size and images:
+        if hasattr(self.transform, "apply_batch") and images:
             gens = ([torch.Generator().manual_seed(int(k[1])) for k in keys]  # type: ignore[index]
                     if seeded else None)
-            out = self.transform.apply_batch(torch.stack(images), gens)  # type: ignore[attr-defined]
-            return list(zip(out.unbind(0), labels, strict=True))
+            groups: dict[tuple[int, ...], list[int]] = {}  # images of one size go together
+            for pos, im in enumerate(images):
+                groups.setdefault(tuple(im.shape), []).append(pos)
+            outs: list[torch.Tensor] = [torch.empty(0)] * len(images)
+            for members in groups.values():
+                batch = torch.stack([images[p] for p in members])
+                g = None if gens is None else [gens[p] for p in members]
+                out = self.transform.apply_batch(batch, g)  # type: ignore[attr-defined]
+                for p, o in zip(members, out.unbind(0), strict=True):
+                    outs[p] = o
+            return list(zip(outs, labels, strict=True))
         if not seeded:
             return [(self.transform(im), lab) for im, lab in zip(images, labels, strict=True)]
         results = []
