@@ -432,7 +432,7 @@ def _report_bad(bad: list[tuple[str, str]], bad_files: str, where: Path) -> None
             "them out."
         )
     warnings.warn(f"imagefolder: skipped {len(bad)} unreadable image file(s) in {where} "
-                  f"(bad_files='skip'):\n  {listed}{more}", stacklevel=3)
+                  f"(bad_files='skip'):\n  {listed}{more}", stacklevel=4)
 
 
 def _load_imagefolder(root: str | os.PathLike | None, split: str, image_size: int | None,
@@ -557,6 +557,10 @@ def build_dataset(
         split: ``"train"`` | ``"test"`` (ImageFolder's ``"test"`` reads ``val/``, else
             ``test/``).
         download: let torchvision download CIFAR (needs a network). Default False.
+            CIFAR files whose md5 sums match the official release are read by
+            torchvision's CIFAR10/CIFAR100 unchanged; files that are present but differ
+            (re-packed, or generated for tests) are read by a subclass that skips only the
+            md5 check, then validated (uint8 [N, 32, 32, 3], labels in range).
         image_size: ImageFolder only: resize cached images to image_size x image_size
             (shorter side, then centre crop). Default None: keep the stored size.
         cache: ImageFolder only. ``"auto"`` (default): decode all images once into a
