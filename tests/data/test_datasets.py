@@ -228,6 +228,9 @@ def test_imagefolder_missing_paths(tmp_path):
     (tmp_path / "t2" / "train").mkdir(parents=True)
     with pytest.raises(FileNotFoundError, match="no class folder"):
         build_dataset("imagefolder", tmp_path / "t2", "train")
+    (tmp_path / "val").mkdir()
+    with pytest.raises(FileNotFoundError, match=r"no class folder in .*val"):
+        build_dataset("imagefolder", tmp_path, "test")
 
 
 def test_imagefolder_empty_class_folder_is_named(tmp_path):

@@ -332,7 +332,14 @@ def _scan_tree(root: Path, split: str) -> tuple[list[str], list[int], list[str]]
     except FileNotFoundError as e:
         raise FileNotFoundError(f"imagefolder: no class folder in {train_dir}; {_LAYOUT}") from e
     split_dir = train_dir if split == "train" else _split_dir(root, split)
-    present, _ = find_classes(split_dir) if split_dir != train_dir else (classes, None)
+    if split_dir == train_dir:
+        present = classes
+    else:
+        try:
+            present, _ = find_classes(split_dir)
+        except FileNotFoundError as e:
+            raise FileNotFoundError(
+                f"imagefolder: no class folder in {split_dir}; {_LAYOUT}") from e
     unknown = sorted(set(present) - set(class_to_idx))
     if unknown:
         raise ValueError(
