@@ -13,7 +13,8 @@ from varcon.engine.config import resolve_config_path as _resolve
 from varcon.engine.pretrain import pretrain
 
 FAST = [
-    "optim.epochs=2", "optim.warmup_epochs=1", "optim.batch_size=128", "linear.epochs=2",
+    "optim.epochs=2", "optim.warmup_epochs=1", "optim.batch_size=64", "linear.epochs=2",
+    "train.max_steps_per_epoch=4",
     "knn.k=5", "train.tau2_every=1", "train.progress=off",
 ]
 
@@ -36,8 +37,7 @@ def test_digits_run_writes_everything(tmp_path):
         assert all(np.isfinite(r[key]) for r in records), key
     # tau2 stays inside [tau1 - eps, tau1 + eps]; one value per view of every trained image
     tau2 = np.load(run / "tau2" / "epoch_2.npy")
-    steps = 1347 // 128
-    assert tau2.shape == (steps * 128 * 2,)
+    assert tau2.shape == (4 * 64 * 2,)  # 4 steps of 64 images x 2 views
     assert tau2.min() >= 0.08 - 1e-6 and tau2.max() <= 0.12 + 1e-6
     for name in ("last.pt", "epoch_1.pt", "epoch_2.pt"):
         state = torch.load(run / "checkpoints" / name, weights_only=True)
@@ -51,7 +51,7 @@ def test_digits_run_writes_everything(tmp_path):
     knn = json.loads((run / "knn.json").read_text())
     assert summary["linear_top1"] == linear["top1"] and summary["knn_top1"] == knn["top1"]
     # well above chance (10%) after 2 short epochs
-    assert linear["top1"] > 50
+    assert linear["top1"] > 40
 
 
 def _weights(run_dir):

@@ -218,6 +218,8 @@ def _coerce(value: Any, tp: Any, key: str, problems: list[str]) -> Any:
             problems.append(f"{key}: expected true or false, got {value!r}")
         return value
     if tp is str:
+        if isinstance(value, bool):  # YAML 1.1 reads a bare off/on as a boolean
+            return "on" if value else "off"
         if not isinstance(value, str):
             problems.append(f"{key}: expected a string, got {value!r}")
         return value

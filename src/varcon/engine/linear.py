@@ -133,7 +133,7 @@ def train_linear_probe(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            progress.update(loss=float(loss))
+            progress.update(loss=float(loss.detach()))
         progress.close()
 
     test_loader = torch.utils.data.DataLoader(

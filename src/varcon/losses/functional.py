@@ -55,19 +55,23 @@ class VarConStats:
         }
 
 
+def _as_real(value: object) -> float | None:
+    """``value`` as a float if it is a real number (Python, NumPy or 0-d tensor), else None."""
+    if isinstance(value, bool) or (isinstance(value, Tensor) and value.numel() != 1):
+        return None
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+
+
 def check_hyperparameters(temperature: float, epsilon: float | None = None) -> None:
     """Raise ``ValueError`` unless ``temperature > 0`` and ``0 <= epsilon < temperature``."""
-    if (
-        not isinstance(temperature, (int, float))
-        or not math.isfinite(temperature)
-        or temperature <= 0
-    ):
+    t = _as_real(temperature)
+    if t is None or not math.isfinite(t) or t <= 0:
         raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
-    if epsilon is not None and (
-        not isinstance(epsilon, (int, float))
-        or not math.isfinite(epsilon)
-        or not 0 <= epsilon < temperature
-    ):
+    e = _as_real(epsilon) if epsilon is not None else 0.0
+    if epsilon is not None and (e is None or not math.isfinite(e) or not 0 <= e < t):
         raise ValueError(
             f"epsilon must satisfy 0 <= epsilon < temperature (= {temperature}), got {epsilon!r}; "
             "tau2 = (temperature - epsilon) + 2 * epsilon * p must stay positive"
@@ -179,13 +183,16 @@ def varcon_loss(
     tau2 is not detached: as in the authors' code the gradient also flows through q.
 
     The computation never forms q or log p as [N, C] tensors. With ``l_c = z.w_c/tau1``,
-    ``lse = logsumexp_c l_c``, ``a = 1/tau2``, ``log Z = logaddexp(a, log(C-1))``:
+    ``d_c = l_c - l_r``, ``a = 1/tau2`` and C classes present:
 
-        KL = q_r (log q_r - log p_r) + (C-1) q_o [log q_o + lse - mean_{c != r} l_c]
+        -log p_r = softplus( logsumexp_{c != r} d_c )
+        log q_r  = -softplus( log(C-1) - a ),        log q_o = log q_r - a
+        KL       = q_r (log q_r - log p_r) + (C-1) q_o [log q_o - log p_r - mean_{c != r} d_c]
 
-    where ``log q_r = a - log Z``, ``log q_o = -log Z`` and ``sum_{c != r} l_c`` is
-    ``z.(sum_c w_c)/tau1 - l_r`` (one [N, D] product). The only [N, C] work is the
-    logit matmul and one logsumexp, so time and memory are O(N*C*D) and O(N*C).
+    where ``sum_{c != r} d_c = z.(sum_c w_c)/tau1 - C l_r`` is one [N, D] product. Every
+    term keeps its relative precision for confident samples (losses down to ~1e-9 in
+    float32). The [N, C] work is the logit matmul, one subtraction and one logsumexp:
+    time O(N*C*D), memory O(N*C).
 
     Args:
         features: [N, D] embeddings (L2-normalised by the model; used as given).
@@ -234,26 +241,35 @@ def varcon_loss(
                 ~present, float("-inf")
             )
             logits = torch.addmm(mask_bias, z, centroids.T)
-        lse = torch.logsumexp(logits, dim=1)  # [N]
-        logit_true = logits.gather(1, index[:, None]).squeeze(1)  # l_r, [N]
-        log_p_true = logit_true - lse  # log p(r|z)
+        logit_true = logits.gather(1, index[:, None])  # l_r, [N, 1]
+        # Work with logit differences d_c = l_c - l_r over the other classes, so that
+        # -log p(r|z) = softplus(logsumexp_{c != r} d_c) keeps full relative precision
+        # for confident samples (lse - l_r would cancel to a few ulps of 1/tau1).
+        # Column r gets the most negative finite value, not -inf: with no other class
+        # the logsumexp stays finite and its gradient is not NaN.
+        diffs = logits - logit_true
+        diffs.scatter_(1, index[:, None], torch.finfo(dtype).min)
+        lse_other = torch.logsumexp(diffs, dim=1)  # [N]
+        nll = F.softplus(lse_other)  # -log p(r|z)
+        log_p_true = -nll
         confidence = log_p_true.exp()
 
         tau2 = (temperature - epsilon) + 2.0 * epsilon * confidence
         inv_tau2 = tau2.reciprocal()  # a
         log_others = torch.log(num_present - 1)  # log(C-1); -inf when C = 1
-        log_norm = torch.logaddexp(inv_tau2, log_others)  # log Z
-        log_q_true = inv_tau2 - log_norm
-        log_q_other = -log_norm
+        log_q_true = -F.softplus(log_others - inv_tau2)  # a - log Z, Z = e^a + C - 1
+        log_q_other = log_q_true - inv_tau2  # -log Z
         q_true = log_q_true.exp()
         others_mass = torch.exp(log_others + log_q_other)  # (C-1) * q_o; exactly 0 when C = 1
 
-        sum_logits = z @ centroids.sum(0)  # sum over present classes of l_c, [N]
-        mean_other_logits = (sum_logits - logit_true) / (num_present - 1).clamp_min(1)
+        # sum_{c != r} d_c = z.(sum_c w_c)/tau1 - C * l_r: one [N, D] product, no [N, C] pass
+        sum_other_diffs = z @ centroids.sum(0) - num_present * logit_true.squeeze(1)
+        mean_other_diffs = sum_other_diffs / (num_present - 1).clamp_min(1)
+        # KL = q_r (log q_r - log p_r) + (C-1) q_o mean_{c != r}(log q_o - log p_c),
+        # with log p_c = d_c + log p_r
         kl = q_true * (log_q_true - log_p_true) + others_mass * (
-            log_q_other + lse - mean_other_logits
+            log_q_other - log_p_true - mean_other_diffs
         )
-        nll = -log_p_true
         per_sample = kl + nll
 
     loss = _reduce(per_sample, reduction)
