@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from varcon.data.sampling import EpochBatchSampler, SeededViews
+from varcon.data import MultiView, TransformedDataset
+from varcon.data.sampling import EpochBatchSampler
 
 
 def _batches(**kw):
@@ -50,6 +51,7 @@ def test_no_drop_last_covers_everything():
     assert seen == list(range(11))
 
 
+
 class _Images(torch.utils.data.Dataset):
     def __len__(self):
         return 4
@@ -58,16 +60,17 @@ class _Images(torch.utils.data.Dataset):
         return torch.full((1, 4, 4), i, dtype=torch.uint8), i
 
 
-def test_seeded_views_are_reproducible_and_distinct():
-    noisy = lambda img: img.float() + torch.rand(img.shape)  # noqa: E731
-    ds = SeededViews(_Images(), noisy, n_views=2)
+def test_seeded_keys_give_reproducible_distinct_views():
+    noisy = lambda img: img.float() + torch.rand(img.shape)  # noqa: E731  (per-image path)
+    ds = TransformedDataset(_Images(), MultiView(noisy, n_views=2))
     a, label = ds[(1, 123)]
     b, _ = ds[(1, 123)]
     c, _ = ds[(1, 124)]
     assert a.shape == (2, 1, 4, 4) and label == 1
     assert torch.equal(a, b) and not torch.equal(a, c) and not torch.equal(a[0], a[1])
+    # an item's views do not depend on the batch it is loaded in
+    batch = ds.__getitems__([(0, 7), (1, 123)])
+    assert torch.equal(batch[1][0], a)
     before = torch.get_rng_state()
     ds[(2, 5)]
     assert torch.equal(before, torch.get_rng_state())  # the caller's RNG is untouched
-    single, _ = SeededViews(_Images(), noisy, n_views=None)[(0, 1)]
-    assert single.shape == (1, 4, 4)

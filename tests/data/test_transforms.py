@@ -286,12 +286,11 @@ def test_batched_crop_matches_v2_resized_crop():
         torch.testing.assert_close(out[k], ref.float() / 255)
 
 
-def test_seededviews_with_simaugment_is_repeatable():
-    """The transforms draw only from torch's RNG, so the engine's per-item seeding works."""
-    from varcon.data.sampling import SeededViews
-
+def test_per_image_seeded_keys_with_simaugment_are_repeatable():
+    """The v2 transforms draw only from torch's RNG, so per-item seeding works per image."""
     ds = _tiny_dataset()
-    sv = SeededViews(ds, SimAugment(16, mean=ds.info.mean, std=ds.info.std), n_views=2)
+    aug = MultiView(SimAugment(16, mean=ds.info.mean, std=ds.info.std), n_views=2)
+    sv = TransformedDataset(ds, lambda img: aug(img))  # a plain callable: per-image path
     a, la = sv[(5, 123)]
     b, lb = sv[(5, 123)]
     assert a.shape == (2, 3, 16, 16) and torch.equal(a, b) and la == lb == 2

@@ -4,8 +4,8 @@ in the real on-disk formats."""
 from pathlib import Path
 
 import pytest
-from datagen import write_cifar_python, write_image_folder
 
+from datagen import write_cifar_python, write_image_folder
 from varcon.engine.config import apply_overrides, config_from_dict, read_yaml, resolve_config_path
 from varcon.engine.pretrain import pretrain
 

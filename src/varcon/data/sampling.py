@@ -6,19 +6,20 @@ batches are the same whatever the number of processes, and a run resumed at batc
 of an epoch sees exactly the batches it would have seen.
 
 Each item also carries its own augmentation seed, derived from ``(seed, epoch,
-position)``. :class:`SeededViews` re-seeds the RNG from it before augmenting, so the
-augmented views do not depend on which DataLoader worker happens to load the item.
+position)``. :class:`varcon.data.TransformedDataset` draws the item's augmentation from
+it, so the augmented views do not depend on which batch or DataLoader worker happens to
+load the item.
 That makes CPU runs repeatable and interrupted runs resumable bit-for-bit.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import torch
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import Sampler
 
-__all__ = ["EpochBatchSampler", "SeededViews"]
+__all__ = ["EpochBatchSampler"]
 
 _SEED_STRIDE = 1_000_003  # a prime: (seed, epoch, position) map to distinct item seeds
 
@@ -100,39 +101,3 @@ class EpochBatchSampler(Sampler[list[tuple[int, int]]]):
             yield [(idx, (epoch_base + lo + pos) % (2**63)) for pos, idx in
                    enumerate(chunk[start:stop], start=start)]
 
-
-class SeededViews(Dataset):
-    """Wraps a dataset of ``(uint8 image [C,H,W], label)``; indexed by ``(index, seed)``.
-
-    Returns ``(views, label)`` with ``views`` = [n_views, C, H', W'] (or [C, H', W']
-    when ``n_views`` is None), each view ``transform(image)`` under an RNG seeded from
-    the item's seed.
-    """
-
-    def __init__(
-        self, dataset: Dataset, transform: Callable[[torch.Tensor], torch.Tensor],
-        n_views: int | None = 2,
-    ) -> None:
-        self.dataset = dataset
-        self.transform = transform
-        self.n_views = n_views
-
-    def __len__(self) -> int:
-        return len(self.dataset)  # type: ignore[arg-type]
-
-    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, int]:
-        index, seed = key
-        image, label = self.dataset[index]
-        # The CPU generator alone: torch.manual_seed would also re-seed every CUDA device,
-        # which costs ~100x more per item. Transforms run on the CPU here.
-        generator = torch.random.default_generator
-        state = generator.get_state()
-        generator.manual_seed(seed)
-        try:
-            if self.n_views is None:
-                out = self.transform(image)
-            else:
-                out = torch.stack([self.transform(image) for _ in range(self.n_views)])
-        finally:
-            generator.set_state(state)
-        return out, int(label)

@@ -3,7 +3,7 @@
 Each transform is a small class with its parameters in the constructor. Called on ONE
 uint8 tensor [C, H, W] (C = 1 or 3), it returns a float32 tensor [C, S, S] normalised
 by ``mean``/``std`` (given in [0, 1] units). All randomness comes from torch's global
-RNG, so ``varcon.data.sampling.SeededViews`` can make it repeatable per item.
+RNG, so ``TransformedDataset`` with ``(index, seed)`` keys makes it repeatable per item.
 """
 
 from __future__ import annotations
@@ -456,14 +456,18 @@ class TransformedDataset(Dataset):
             return list(zip(outs, labels, strict=True))
         if not seeded:
             return [(self.transform(im), lab) for im, lab in zip(images, labels, strict=True)]
+        # Per-image transforms draw from the global CPU generator: re-seed it per item
+        # (the CPU generator alone; torch.manual_seed would also re-seed every CUDA
+        # device, ~100x slower) and restore the caller's state afterwards.
+        generator = torch.random.default_generator
+        state = generator.get_state()
         results = []
-        state = torch.get_rng_state()
         try:
             for im, lab, key in zip(images, labels, keys, strict=True):
-                torch.manual_seed(int(key[1]))  # type: ignore[index]
+                generator.manual_seed(int(key[1]))  # type: ignore[index]
                 results.append((self.transform(im), lab))
         finally:
-            torch.set_rng_state(state)
+            generator.set_state(state)
         return results
 
     @property

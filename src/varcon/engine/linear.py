@@ -19,7 +19,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from varcon.data import TransformedDataset, build_transform
-from varcon.data.sampling import EpochBatchSampler, SeededViews
+from varcon.data.sampling import EpochBatchSampler
 from varcon.evaluation import extract_features, knn_accuracy
 
 from .checkpoint import CheckpointError, load_checkpoint
@@ -87,7 +87,7 @@ def train_linear_probe(
         world, rank = 1, 0  # features are already this rank's shard
     else:
         train_tf = build_transform(lc.augment, data.image_size, data.mean, data.std)
-        train_set = SeededViews(data.dataset, train_tf, n_views=None)
+        train_set = TransformedDataset(data.dataset, train_tf)
         world, rank = ctx.world_size, ctx.rank
     sampler = EpochBatchSampler(
         len(train_set), per_rank, rank=rank, world_size=world, seed=cfg.seed + 1,

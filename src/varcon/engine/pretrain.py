@@ -19,7 +19,8 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from varcon.data.sampling import EpochBatchSampler, SeededViews
+from varcon.data import MultiView, TransformedDataset
+from varcon.data.sampling import EpochBatchSampler
 from varcon.losses import SupConLoss, VarConLoss
 from varcon.models import build_network
 
@@ -160,9 +161,12 @@ def _pretrain(cfg: Config, ctx: DistContext) -> dict[str, Any]:
         world_size=ctx.world_size,
         seed=cfg.seed,
     )
-    views = None if cfg.method == "ce" else cfg.data.views
+    # Contrastive methods see several views per image ([B, V, C, H, W]); ce sees one.
+    transform = data.train_transform
+    if cfg.method != "ce":
+        transform = MultiView(transform, n_views=cfg.data.views)
     loader = torch.utils.data.DataLoader(
-        SeededViews(data.dataset, data.train_transform, n_views=views),
+        TransformedDataset(data.dataset, transform),
         batch_sampler=sampler,
         num_workers=cfg.data.num_workers,
         pin_memory=ctx.device.type == "cuda",
