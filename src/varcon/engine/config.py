@@ -65,6 +65,7 @@ class DataConfig:
     download: bool = False  # let torchvision fetch CIFAR where a network exists
     image_size: int | None = None  # resize/crop size; None = the dataset's own
     cache: str = "auto"  # auto | memory | none  (decoded uint8 cache for small images)
+    cache_dir: str | None = None  # where the decoded cache goes; None = <root>/.varcon_cache
     bad_files: str = "error"  # error | skip  (unreadable files in an ImageFolder tree)
     mean: list[float] | None = None  # per-channel normalisation in [0, 1]; None = dataset's
     std: list[float] | None = None

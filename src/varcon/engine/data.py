@@ -34,7 +34,7 @@ def build_split(cfg: Config, split: str, ctx: DistContext | None = None) -> Any:
     def load() -> Any:
         return build_dataset(
             d.dataset, d.root, split, download=d.download, image_size=d.image_size,
-            cache=d.cache, bad_files=d.bad_files,
+            cache=d.cache, cache_dir=d.cache_dir, bad_files=d.bad_files,
         )
 
     if ctx is None or not ctx.distributed:
