@@ -243,18 +243,27 @@ def _build(cls: type, data: Any, prefix: str, problems: list[str]) -> Any:
         if dataclasses.is_dataclass(tp):
             kwargs[key] = _build(tp, value, f"{prefix}{key}.", problems)
         else:
-            kwargs[key] = _coerce(value, tp, prefix + key, problems)
+            before = len(problems)
+            coerced = _coerce(value, tp, prefix + key, problems)
+            if len(problems) == before:  # a mistyped value keeps the default, so that
+                kwargs[key] = coerced  # validation can still check everything else
     return cls(**kwargs)
 
 
 def config_from_dict(data: dict[str, Any] | None, *, validate: bool = True) -> Config:
-    """Build a :class:`Config` from nested plain data; raise :class:`ConfigError`."""
+    """Build a :class:`Config` from nested plain data; raise :class:`ConfigError`
+    listing every problem (unknown keys, wrong types and impossible values) at once."""
     problems: list[str] = []
     cfg = _build(Config, data or {}, "", problems)
+    if validate:
+        try:
+            validate_config(cfg)
+        except ConfigError as exc:
+            # Skip complaints about settings already reported as mistyped (they hold defaults).
+            bad = {p.split(":")[0].split("[")[0] for p in problems}
+            problems += [p for p in exc.problems if p.split(":")[0] not in bad]
     if problems:
         raise ConfigError(problems)
-    if validate:
-        validate_config(cfg)
     return cfg
 
 

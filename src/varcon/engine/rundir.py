@@ -62,8 +62,14 @@ def prepare_run_dir(cfg: Config, ctx: DistContext) -> Path:
             (path / "checkpoints").mkdir(exist_ok=True)
             _check_writable(path)
             save_config(cfg, path / "config.yaml")
-        except (ValueError, OSError) as exc:
+        except ValueError as exc:
             error = str(exc)
+        except OSError as exc:  # e.g. a parent is a regular file, permission denied, disk full
+            error = (
+                f"cannot create the output directory {path} ({exc.strerror or exc}"
+                f"{': ' + str(exc.filename) if exc.filename else ''}); choose another with "
+                "--output-dir, or free disk space"
+            )
     error, path = broadcast_object(ctx, (error, str(path) if path else None))  # type: ignore[misc]
     if error:
         raise ValueError(error)
