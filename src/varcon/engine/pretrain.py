@@ -200,7 +200,11 @@ def _pretrain(cfg: Config, ctx: DistContext) -> dict[str, Any]:
     # ---- resume ---------------------------------------------------------------------
     start_epoch, start_step = 0, 0
     ckpt_dir = run_dir / "checkpoints"
-    if cfg.resume:
+    if cfg.resume and not _has_checkpoint(cfg.resume):
+        # e.g. killed during the first epoch: the run directory exists, no checkpoint yet
+        if ctx.is_main:
+            print(f"no checkpoint yet in {cfg.resume}: starting from the beginning", flush=True)
+    elif cfg.resume:
         state = load_checkpoint(cfg.resume)
         net.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -277,6 +281,9 @@ def _pretrain(cfg: Config, ctx: DistContext) -> dict[str, Any]:
                     images = images.flatten(0, 1)
                 images = images.contiguous(memory_format=memory_format)
 
+                # A skipped step must not keep what its forward pass wrote into the
+                # BatchNorm running statistics (NaN there would poison evaluation).
+                saved_buffers = [b.detach().clone() for b in net.buffers()]
                 use_amp = amp_dtype is not None
                 with torch.autocast(ctx.device.type, dtype=amp_dtype, enabled=use_amp):
                     outputs = model(images)
@@ -292,6 +299,9 @@ def _pretrain(cfg: Config, ctx: DistContext) -> dict[str, Any]:
                     skipped += 1
                     consecutive_bad += 1
                     optimizer.zero_grad(set_to_none=True)
+                    with torch.no_grad():
+                        for buf, saved in zip(net.buffers(), saved_buffers, strict=True):
+                            buf.copy_(saved)
                     if ctx.is_main:
                         print(f"warning: non-finite loss at epoch {epoch + 1}, batch {step}: "
                               "step skipped", flush=True)
@@ -370,6 +380,15 @@ def _pretrain(cfg: Config, ctx: DistContext) -> dict[str, Any]:
     if cfg.linear.run_after_pretrain:
         summary.update(evaluate_encoder(cfg, net, data, ctx, run_dir))
     return summary
+
+
+def _has_checkpoint(resume: str) -> bool:
+    """Whether ``resume`` (a checkpoint file or a run directory) names a checkpoint;
+    a file that does not exist counts, so that loading it reports the problem."""
+    path = Path(resume)
+    if not path.is_dir():
+        return True
+    return (path / "checkpoints" / "last.pt").exists() or (path / "last.pt").exists()
 
 
 def _should_stop(stop: _StopFlag, ctx: DistContext) -> bool:
