@@ -26,6 +26,7 @@ from varcon.models import build_network
 
 from .checkpoint import (
     FORMAT_VERSION,
+    CheckpointError,
     atomic_save,
     capture_rng_state,
     load_checkpoint,
@@ -224,22 +225,28 @@ def _pretrain(cfg: Config, ctx: DistContext) -> dict[str, Any]:
 
     def save(name: str, epoch: int, step_in_epoch: int) -> Path:
         path = ckpt_dir / name
-        if ctx.is_main:
-            atomic_save(
-                {
-                    "format": "varcon",
-                    "format_version": FORMAT_VERSION,
-                    "model": net.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scaler": scaler.state_dict() if scaler.is_enabled() else None,
-                    "epoch": epoch,
-                    "step_in_epoch": step_in_epoch,
-                    "network": spec,
-                    "config": config_to_dict(cfg),
-                    "rng": capture_rng_state(),
-                },
-                path,
-            )
+        if not ctx.is_main:
+            return path
+        state = {
+            "format": "varcon",
+            "format_version": FORMAT_VERSION,
+            "model": net.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scaler": scaler.state_dict() if scaler.is_enabled() else None,
+            "epoch": epoch,
+            "step_in_epoch": step_in_epoch,
+            "network": spec,
+            "config": config_to_dict(cfg),
+            "rng": capture_rng_state(),
+        }
+        try:
+            atomic_save(state, path)
+        except OSError as exc:  # disk full, quota, read-only: atomic_save kept the old file
+            kept = " (the previous one is intact)" if path.exists() else ""
+            raise CheckpointError(
+                f"could not save checkpoint {path}{kept}: {exc.strerror or exc}. Free disk "
+                f"space, then continue with `varcon pretrain --resume {run_dir}`"
+            ) from exc
         return path
 
     logger = RunLogger(run_dir, enabled=ctx.is_main)
