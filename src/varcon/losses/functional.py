@@ -156,6 +156,62 @@ def _reduce(per_sample: Tensor, reduction: str) -> Tensor:
     return per_sample
 
 
+
+def _other_class_logits(
+    z: Tensor, centroids: Tensor, mask_bias: Tensor | None, index: Tensor,
+    inplace: bool = False,
+) -> Tensor:
+    """d_c = l_c - l_r for every column c, [N, K], with column r set to the most negative
+    finite value (not -inf: with no other class the logsumexp stays finite and its
+    gradient is not NaN). ``inplace`` reuses the logits' memory (outside autograd)."""
+    if mask_bias is None:
+        logits = z @ centroids.T
+    else:
+        logits = torch.addmm(mask_bias, z, centroids.T)
+    true = logits.gather(1, index[:, None])
+    logits = logits.sub_(true) if inplace else logits - true
+    return logits.scatter_(1, index[:, None], torch.finfo(logits.dtype).min)
+
+
+def _other_class_logsumexp_autograd(
+    z: Tensor, centroids: Tensor, mask_bias: Tensor | None, index: Tensor
+) -> Tensor:
+    """logsumexp_{c != r} (l_c - l_r), differentiable in z and the centroids."""
+    return torch.logsumexp(_other_class_logits(z, centroids, mask_bias, index), dim=1)
+
+
+class _OtherClassLogSumExp(torch.autograd.Function):
+    """logsumexp_{c != r} (z.w_c - z.w_r) for constant centroids, with a fused backward.
+
+    Forward keeps one [N, K] array, E = exp(d - max d), in place. With row weights
+    p_c = E_c / sum E (p_r = 0 unless r is the only class), the gradient is
+
+        d lse / d z = sum_{c != r} p_c (w_c - w_r) = (E @ W) / sum E - w_r
+
+    (one [N, K] x [K, D] product, no elementwise pass over [N, K]); with r the only
+    class, E @ W / sum E = w_r and the gradient is 0, as it should be.
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx, z: Tensor, centroids: Tensor, mask_bias: Tensor | None, index: Tensor
+    ) -> Tensor:
+        d = _other_class_logits(z, centroids, mask_bias, index, inplace=True)
+        row_max = d.amax(dim=1, keepdim=True)
+        weights = d.sub_(row_max).exp_()  # E, reusing d's memory
+        total = weights.sum(dim=1)
+        ctx.save_for_backward(weights, total, centroids, index)
+        return row_max.squeeze(1) + total.log()
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, None, None, None]:  # type: ignore[override]
+        weights, total, centroids, index = ctx.saved_tensors
+        grad_z = None
+        if ctx.needs_input_grad[0]:
+            grad_z = (weights @ centroids).div_(total[:, None]).sub_(centroids[index])
+            grad_z.mul_(grad[:, None])
+        return grad_z, None, None, None
+
 def varcon_loss(
     features: Tensor,
     labels: Tensor,
@@ -233,23 +289,20 @@ def varcon_loss(
         present = counts > 0
         num_present = present.sum().to(dtype)  # C, as a tensor: no sync
 
-        if num_classes is None:
-            logits = z @ centroids.T  # [N, C]: every column is a present class
-        else:
+        mask_bias = None
+        if num_classes is not None:
             # Absent classes get -inf: they drop out of the softmax and the logsumexp.
             mask_bias = torch.zeros(num_cols, dtype=dtype, device=z.device).masked_fill(
                 ~present, float("-inf")
             )
-            logits = torch.addmm(mask_bias, z, centroids.T)
-        logit_true = logits.gather(1, index[:, None])  # l_r, [N, 1]
         # Work with logit differences d_c = l_c - l_r over the other classes, so that
         # -log p(r|z) = softplus(logsumexp_{c != r} d_c) keeps full relative precision
         # for confident samples (lse - l_r would cancel to a few ulps of 1/tau1).
-        # Column r gets the most negative finite value, not -inf: with no other class
-        # the logsumexp stays finite and its gradient is not NaN.
-        diffs = logits - logit_true
-        diffs.scatter_(1, index[:, None], torch.finfo(dtype).min)
-        lse_other = torch.logsumexp(diffs, dim=1)  # [N]
+        logit_true = (z * centroids[index]).sum(1)  # l_r, [N]
+        if centroids.requires_grad:
+            lse_other = _other_class_logsumexp_autograd(z, centroids, mask_bias, index)
+        else:
+            lse_other = _OtherClassLogSumExp.apply(z, centroids, mask_bias, index)
         nll = F.softplus(lse_other)  # -log p(r|z)
         log_p_true = -nll
         confidence = log_p_true.exp()
@@ -263,7 +316,7 @@ def varcon_loss(
         others_mass = torch.exp(log_others + log_q_other)  # (C-1) * q_o; exactly 0 when C = 1
 
         # sum_{c != r} d_c = z.(sum_c w_c)/tau1 - C * l_r: one [N, D] product, no [N, C] pass
-        sum_other_diffs = z @ centroids.sum(0) - num_present * logit_true.squeeze(1)
+        sum_other_diffs = z @ centroids.sum(0) - num_present * logit_true
         mean_other_diffs = sum_other_diffs / (num_present - 1).clamp_min(1)
         # KL = q_r (log q_r - log p_r) + (C-1) q_o mean_{c != r}(log q_o - log p_c),
         # with log p_c = d_c + log p_r
