@@ -82,7 +82,7 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, torch.Tenso
 # ---------------------------------------------------------------------------- signals
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_signal_saves_at_step_boundary_and_resume_is_exact(tmp_path, monkeypatch, reference,
                                                            sig):
     at = STEPS + 2  # mid-way through epoch 2
@@ -216,7 +216,7 @@ def test_cli_reports_divergence_with_status_1(tmp_path, monkeypatch, capsys):
 # ------------------------------------------------------------------------------- disk
 
 
-@pytest.mark.parametrize("code", [errno.EROFS, errno.ENOSPC])
+@pytest.mark.parametrize("code", [errno.EROFS, errno.ENOSPC], ids=["EROFS", "ENOSPC"])
 def test_unwritable_output_dir_fails_before_training(tmp_path, monkeypatch, capsys, code):
     def probe(self: Path, data: bytes) -> int:
         raise OSError(code, os.strerror(code), str(self))
