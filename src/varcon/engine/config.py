@@ -69,6 +69,9 @@ class DataConfig:
     bad_files: str = "error"  # error | skip  (unreadable files in an ImageFolder tree)
     mean: list[float] | None = None  # per-channel normalisation in [0, 1]; None = dataset's
     std: list[float] | None = None
+    # imagefolder without mean/std: "default" (ImageNet's) or "compute" (measured once on
+    # the training split, cached next to the decoded images)
+    stats: str = "default"
     augment: str = "simaugment"  # simaugment | autoaugment | randaugment
     augment_params: dict[str, Any] = field(default_factory=dict)  # constructor overrides
     num_workers: int = 2
@@ -369,6 +372,7 @@ def validate_config(cfg: Config) -> None:
     _choice(p, "linear.augment", cfg.linear.augment, AUGMENTS)
     _choice(p, "data.cache", cfg.data.cache, ("auto", "memory", "none"))
     _choice(p, "data.bad_files", cfg.data.bad_files, ("error", "skip"))
+    _choice(p, "data.stats", cfg.data.stats, ("default", "compute"))
     _choice(p, "loss.gradient_scale", cfg.loss.gradient_scale, ("exact", "per_rank"))
     _choice(p, "optim.optimizer", cfg.optim.optimizer, ("sgd", "lars"))
     _choice(p, "train.amp", cfg.train.amp, AMP_MODES)

@@ -35,6 +35,8 @@ def build_split(cfg: Config, split: str, ctx: DistContext | None = None) -> Any:
         return build_dataset(
             d.dataset, d.root, split, download=d.download, image_size=d.image_size,
             cache=d.cache, cache_dir=d.cache_dir, bad_files=d.bad_files,
+            # normalisation statistics always come from the training split
+            stats=d.stats if split == "train" and d.dataset == "imagefolder" else "default",
         )
 
     if ctx is None or not ctx.distributed:
