@@ -18,9 +18,14 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-__all__ = ["GRADIENT_SCALES", "gather_batch", "is_distributed"]
+__all__ = ["GRADIENT_SCALES", "check_gradient_scale", "gather_batch", "is_distributed"]
 
 GRADIENT_SCALES = ("exact", "per_rank")
+
+
+def check_gradient_scale(gradient_scale: str) -> None:
+    if gradient_scale not in GRADIENT_SCALES:
+        raise ValueError(f"gradient_scale must be one of {GRADIENT_SCALES}, got {gradient_scale!r}")
 
 
 def is_distributed() -> bool:
@@ -66,8 +71,7 @@ def gather_batch(
     Returns:
         features [N_global, D], labels [N_global].
     """
-    if gradient_scale not in GRADIENT_SCALES:
-        raise ValueError(f"gradient_scale must be one of {GRADIENT_SCALES}, got {gradient_scale!r}")
+    check_gradient_scale(gradient_scale)
     if not is_distributed():
         return features, labels
     world, rank = dist.get_world_size(), dist.get_rank()

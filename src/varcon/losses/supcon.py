@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from .distributed import GRADIENT_SCALES, gather_batch
+from .distributed import check_gradient_scale, gather_batch
 from .functional import check_hyperparameters, check_inputs, check_reduction, supcon_loss
 
 __all__ = ["SupConLoss"]
@@ -42,10 +42,7 @@ class SupConLoss(nn.Module):
         super().__init__()
         check_hyperparameters(temperature)
         check_reduction(reduction)
-        if gradient_scale not in GRADIENT_SCALES:
-            raise ValueError(
-                f"gradient_scale must be one of {GRADIENT_SCALES}, got {gradient_scale!r}"
-            )
+        check_gradient_scale(gradient_scale)
         self.temperature = float(temperature)
         self.num_classes = num_classes
         self.reduction = reduction

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from .distributed import GRADIENT_SCALES, gather_batch
+from .distributed import check_gradient_scale, gather_batch
 from .functional import (
     VarConStats,
     check_hyperparameters,
@@ -70,10 +70,7 @@ class VarConLoss(nn.Module):
         super().__init__()
         check_hyperparameters(temperature, epsilon)
         check_reduction(reduction)
-        if gradient_scale not in GRADIENT_SCALES:
-            raise ValueError(
-                f"gradient_scale must be one of {GRADIENT_SCALES}, got {gradient_scale!r}"
-            )
+        check_gradient_scale(gradient_scale)
         if num_classes is not None and (not isinstance(num_classes, int) or num_classes < 1):
             raise ValueError(f"num_classes must be a positive int or None, got {num_classes!r}")
         self.temperature = float(temperature)
