@@ -76,6 +76,9 @@ def test_seeded_runs_repeat_and_resume_is_exact(tmp_path):
     cfg.resume = str(tmp_path / "c")
     pretrain(cfg)
     assert _same(_weights(tmp_path / "a"), _weights(tmp_path / "c"))
+    # epoch 3 was logged before the (simulated) crash and trained again: logged once
+    epochs = [json.loads(x)["epoch"] for x in (tmp_path / "c" / "metrics.jsonl").open()]
+    assert epochs == [1, 2, 3]
 
     other = digits_config(tmp_path, *common, "seed=1", name="d")
     pretrain(other)
@@ -102,9 +105,12 @@ def test_existing_run_dir_is_not_overwritten(tmp_path):
     assert (run / "metrics.jsonl").read_text() == "precious\n"
 
 
-def test_batch_larger_than_dataset(tmp_path):
+def test_batch_larger_than_dataset_then_retry_in_place(tmp_path):
     with pytest.raises(ValueError, match="larger than the dataset"):
         pretrain(digits_config(tmp_path, "optim.batch_size=4096"))
+    # the failed set-up left only config.yaml: the corrected run may use the directory
+    pretrain(digits_config(tmp_path, "linear.run_after_pretrain=false"))
+    assert (tmp_path / "run" / "checkpoints" / "last.pt").is_file()
 
 
 def test_invalid_config_rejected_before_work(tmp_path):

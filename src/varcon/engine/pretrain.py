@@ -7,7 +7,9 @@ serves 1 process and N processes (``torchrun``), CPU and GPU.
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import signal
 import time
 from dataclasses import dataclass
@@ -215,6 +217,7 @@ def _pretrain(cfg: Config, ctx: DistContext) -> dict[str, Any]:
         restore_rng_state(state["rng"])
         if ctx.is_main:
             print(f"resumed from {cfg.resume}: epoch {start_epoch + 1}, step {start_step}")
+            _drop_epochs_after(run_dir / "metrics.jsonl", start_epoch)
 
     model: nn.Module = net
     if ctx.distributed:
@@ -387,6 +390,19 @@ def _pretrain(cfg: Config, ctx: DistContext) -> dict[str, Any]:
     if cfg.linear.run_after_pretrain:
         summary.update(evaluate_encoder(cfg, net, data, ctx, run_dir))
     return summary
+
+
+def _drop_epochs_after(metrics: Path, epoch: int) -> None:
+    """Keep only the records of epochs 1..``epoch`` in metrics.jsonl: the later ones (a
+    crash between logging an epoch and checkpointing it) are about to be trained again."""
+    if not metrics.is_file():
+        return
+    lines = metrics.read_text(encoding="utf-8").splitlines(keepends=True)
+    kept = [line for line in lines if line.strip() and json.loads(line).get("epoch", 0) <= epoch]
+    if len(kept) != len(lines):
+        tmp = metrics.with_name(f".{metrics.name}.tmp")
+        tmp.write_text("".join(kept), encoding="utf-8")
+        os.replace(tmp, metrics)
 
 
 def _has_checkpoint(resume: str) -> bool:

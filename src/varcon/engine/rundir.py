@@ -37,6 +37,20 @@ def _check_writable(path: Path) -> None:
         probe.unlink(missing_ok=True)
 
 
+def _holds_results(path: Path) -> bool:
+    """Anything in ``path`` beyond what a run writes before its first step (config.yaml,
+    an empty checkpoints/): a run that failed during set-up can be retried in place."""
+    if not path.is_dir():
+        return path.exists()
+    for entry in path.iterdir():
+        if entry.name == "config.yaml" and entry.is_file():
+            continue
+        if entry.name == "checkpoints" and entry.is_dir() and not any(entry.iterdir()):
+            continue
+        return True
+    return False
+
+
 def prepare_run_dir(cfg: Config, ctx: DistContext) -> Path:
     """Create the output directory and save the resolved config (rank 0), then share
     the path with every rank.
@@ -53,7 +67,7 @@ def prepare_run_dir(cfg: Config, ctx: DistContext) -> Path:
                 path = Path(cfg.output_dir) if cfg.output_dir else resume_dir(cfg.resume)
             else:
                 path = Path(cfg.output_dir) if cfg.output_dir else _default_dir(cfg)
-                if path.exists() and any(path.iterdir()) and not cfg.train.overwrite:
+                if _holds_results(path) and not cfg.train.overwrite:
                     raise ValueError(
                         f"output directory {path} already holds a run; choose another "
                         "--output-dir, continue it with --resume, or pass train.overwrite=true"
