@@ -303,9 +303,21 @@ def _pretrain(cfg: Config, ctx: DistContext) -> dict[str, Any]:
                 else:
                     loss = loss_fn(outputs.float(), labels)
 
-                # Every rank must agree to skip a step, or DDP would hang.
-                bad = torch.tensor([0.0 if torch.isfinite(loss) else 1.0], device=ctx.device)
-                if all_reduce_sum(ctx, bad).item() > 0:
+                # One host-device synchronisation per step: the loss and the VarCon
+                # statistics come back together (plus, with several processes, how many
+                # ranks saw a non-finite loss: all must agree to skip, or DDP would hang).
+                values = [loss.detach().float()]
+                if stats is not None:
+                    tau2 = stats.tau2
+                    values += [stats.kl.mean(), stats.nll.mean(), tau2.mean(),
+                               (tau2 * tau2).mean(), stats.confidence.mean()]
+                values_t = torch.stack(values)
+                if ctx.distributed:
+                    bad = (~torch.isfinite(values_t[:1])).float()
+                    values_t = torch.cat([values_t, all_reduce_sum(ctx, bad)])
+                host = values_t.tolist()
+                loss_value = host[0]
+                if not math.isfinite(loss_value) or (ctx.distributed and host[-1] > 0):
                     skipped += 1
                     consecutive_bad += 1
                     optimizer.zero_grad(set_to_none=True)
@@ -331,19 +343,15 @@ def _pretrain(cfg: Config, ctx: DistContext) -> dict[str, Any]:
                 scaler.update()
 
                 done += 1
-                loss_value = float(loss.detach())
                 sums["loss"] = sums.get("loss", 0.0) + loss_value
                 fields = {"loss": loss_value}
                 if stats is not None:
-                    tau2 = stats.tau2
-                    for key, value in (("kl", stats.kl.mean()), ("nll", stats.nll.mean()),
-                                       ("tau2", tau2.mean()), ("tau2_sq", (tau2 * tau2).mean()),
-                                       ("confidence", stats.confidence.mean())):
-                        sums[key] = sums.get(key, 0.0) + float(value)
-                    fields["tau2"] = float(tau2.mean())
-                    fields["conf"] = float(stats.confidence.mean())
+                    for key, value in zip(("kl", "nll", "tau2", "tau2_sq", "confidence"),
+                                          host[1:6], strict=True):
+                        sums[key] = sums.get(key, 0.0) + value
+                    fields["tau2"], fields["conf"] = host[3], host[5]
                     if record_tau2 and ctx.is_main:
-                        tau2_chunks.append(tau2.float().cpu().numpy())
+                        tau2_chunks.append(stats.tau2.float().cpu().numpy())
                 elapsed = time.perf_counter() - t0
                 fields["img/s"] = done * global_batch_images / max(elapsed, 1e-9)
                 progress.update(**fields)
