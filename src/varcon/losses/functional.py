@@ -157,60 +157,84 @@ def _reduce(per_sample: Tensor, reduction: str) -> Tensor:
 
 
 
-def _other_class_logits(
-    z: Tensor, centroids: Tensor, mask_bias: Tensor | None, index: Tensor,
-    inplace: bool = False,
-) -> Tensor:
-    """d_c = l_c - l_r for every column c, [N, K], with column r set to the most negative
-    finite value (not -inf: with no other class the logsumexp stays finite and its
-    gradient is not NaN). ``inplace`` reuses the logits' memory (outside autograd)."""
+def _logits(z: Tensor, centroids: Tensor, mask_bias: Tensor | None) -> Tensor:
+    """l_c = z.w_c (centroids pre-scaled by 1/tau1), [N, K]; absent classes -inf."""
     if mask_bias is None:
-        logits = z @ centroids.T
-    else:
-        logits = torch.addmm(mask_bias, z, centroids.T)
-    true = logits.gather(1, index[:, None])
-    logits = logits.sub_(true) if inplace else logits - true
+        return z @ centroids.T
+    return torch.addmm(mask_bias, z, centroids.T)
+
+
+def _other_class_diffs_(logits: Tensor, logit_true: Tensor, index: Tensor) -> Tensor:
+    """d_c = l_c - l_r in place, with column r set to the most negative finite value
+    (not -inf: with no other class the logsumexp stays finite and its gradient is not
+    NaN)."""
+    logits.sub_(logit_true[:, None])
     return logits.scatter_(1, index[:, None], torch.finfo(logits.dtype).min)
 
 
-def _other_class_logsumexp_autograd(
+def _class_logit_terms_autograd(
     z: Tensor, centroids: Tensor, mask_bias: Tensor | None, index: Tensor
-) -> Tensor:
-    """logsumexp_{c != r} (l_c - l_r), differentiable in z and the centroids."""
-    return torch.logsumexp(_other_class_logits(z, centroids, mask_bias, index), dim=1)
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Reference path of :class:`_ClassLogitTerms` (any centroids, plain autograd)."""
+    logits = _logits(z, centroids, mask_bias)
+    logit_true = logits.gather(1, index[:, None]).squeeze(1)
+    diffs = _other_class_diffs_(logits.clone(), logit_true, index)
+    return torch.logsumexp(diffs, dim=1), logit_true, z @ centroids.sum(0)
 
 
-class _OtherClassLogSumExp(torch.autograd.Function):
-    """logsumexp_{c != r} (z.w_c - z.w_r) for constant centroids, with a fused backward.
+class _ClassLogitTerms(torch.autograd.Function):
+    """The three per-sample terms of the loss that involve the logits l_c = z.w_c, for
+    constant centroids W [K, D], with a fused backward:
 
-    Forward keeps one [N, K] array, E = exp(d - max d), in place. With row weights
-    p_c = E_c / sum E (p_r = 0 unless r is the only class), the gradient is
+        lse_r  = logsumexp_{c != r} (l_c - l_r)      [N]
+        l_r    = z.w_r                                 [N]
+        sum_l  = sum_c l_c = z.(sum_c w_c)             [N]   (absent classes: w_c = 0)
 
-        d lse / d z = sum_{c != r} p_c (w_c - w_r) = (E @ W) / sum E - w_r
+    Forward keeps one [N, K] array, E = exp(d - max d), in place of the logits. With
+    p_c = E_c / sum E (p_r = 0 unless r is the only class) and incoming gradients
+    g_lse, g_r, g_sum:
 
-    (one [N, K] x [K, D] product, no elementwise pass over [N, K]); with r the only
-    class, E @ W / sum E = w_r and the gradient is 0, as it should be.
+        dL/dz = g_lse (E @ W) / sum E + (g_r - g_lse) w_r + g_sum sum_c w_c
+
+    one [N, K] x [K, D] product. For K <= D the w_r term is folded into that product
+    (a scatter into column r); for larger K it is an [N, D] gather instead, whichever
+    touches fewer numbers. With r the only class, E @ W / sum E = w_r and the lse term
+    vanishes, as it should.
     """
 
     @staticmethod
     def forward(  # type: ignore[override]
         ctx, z: Tensor, centroids: Tensor, mask_bias: Tensor | None, index: Tensor
-    ) -> Tensor:
-        d = _other_class_logits(z, centroids, mask_bias, index, inplace=True)
-        row_max = d.amax(dim=1, keepdim=True)
-        weights = d.sub_(row_max).exp_()  # E, reusing d's memory
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        logits = _logits(z, centroids, mask_bias)
+        logit_true = logits.gather(1, index[:, None]).squeeze(1)
+        diffs = _other_class_diffs_(logits, logit_true, index)
+        row_max = diffs.amax(dim=1, keepdim=True)
+        weights = diffs.sub_(row_max).exp_()  # E, reusing the logits' memory
         total = weights.sum(dim=1)
-        ctx.save_for_backward(weights, total, centroids, index)
-        return row_max.squeeze(1) + total.log()
+        centroid_sum = centroids.sum(0)
+        ctx.save_for_backward(weights, total, centroids, centroid_sum, index)
+        lse_other = row_max.squeeze(1) + total.log()
+        return lse_other, logit_true, z @ centroid_sum
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, None, None, None]:  # type: ignore[override]
-        weights, total, centroids, index = ctx.saved_tensors
-        grad_z = None
-        if ctx.needs_input_grad[0]:
-            grad_z = (weights @ centroids).div_(total[:, None]).sub_(centroids[index])
-            grad_z.mul_(grad[:, None])
-        return grad_z, None, None, None
+    def backward(  # type: ignore[override]
+        ctx, grad_lse: Tensor, grad_true: Tensor, grad_sum: Tensor
+    ) -> tuple[Tensor | None, None, None, None]:
+        if not ctx.needs_input_grad[0]:
+            return None, None, None, None
+        weights, total, centroids, centroid_sum, index = ctx.saved_tensors
+        scale = grad_lse / total
+        true_coef = grad_true - grad_lse
+        if weights.shape[1] <= centroids.shape[1]:
+            coef = weights * scale[:, None]
+            coef.scatter_add_(1, index[:, None], true_coef[:, None])
+            grad_z = coef @ centroids
+        else:
+            grad_z = (weights @ centroids).mul_(scale[:, None])
+            grad_z.add_(centroids[index] * true_coef[:, None])
+        return grad_z.addr_(grad_sum, centroid_sum), None, None, None
+
 
 def varcon_loss(
     features: Tensor,
@@ -298,11 +322,11 @@ def varcon_loss(
         # Work with logit differences d_c = l_c - l_r over the other classes, so that
         # -log p(r|z) = softplus(logsumexp_{c != r} d_c) keeps full relative precision
         # for confident samples (lse - l_r would cancel to a few ulps of 1/tau1).
-        logit_true = (z * centroids[index]).sum(1)  # l_r, [N]
         if centroids.requires_grad:
-            lse_other = _other_class_logsumexp_autograd(z, centroids, mask_bias, index)
+            terms = _class_logit_terms_autograd(z, centroids, mask_bias, index)
         else:
-            lse_other = _OtherClassLogSumExp.apply(z, centroids, mask_bias, index)
+            terms = _ClassLogitTerms.apply(z, centroids, mask_bias, index)
+        lse_other, logit_true, sum_logits = terms
         nll = F.softplus(lse_other)  # -log p(r|z)
         log_p_true = -nll
         confidence = log_p_true.exp()
@@ -315,8 +339,7 @@ def varcon_loss(
         q_true = log_q_true.exp()
         others_mass = torch.exp(log_others + log_q_other)  # (C-1) * q_o; exactly 0 when C = 1
 
-        # sum_{c != r} d_c = z.(sum_c w_c)/tau1 - C * l_r: one [N, D] product, no [N, C] pass
-        sum_other_diffs = z @ centroids.sum(0) - num_present * logit_true
+        sum_other_diffs = sum_logits - num_present * logit_true  # sum_{c != r} d_c
         mean_other_diffs = sum_other_diffs / (num_present - 1).clamp_min(1)
         # KL = q_r (log q_r - log p_r) + (C-1) q_o mean_{c != r}(log q_o - log p_c),
         # with log p_c = d_c + log p_r
