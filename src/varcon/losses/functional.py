@@ -143,8 +143,8 @@ def _class_index(labels: Tensor, num_classes: int | None) -> tuple[Tensor, int]:
     the indices: shapes are static and nothing synchronises.
     """
     if num_classes is None:
-        _, index = torch.unique(labels, return_inverse=True)
-        return index, int(index.max()) + 1
+        classes, index = torch.unique(labels, return_inverse=True)
+        return index, classes.numel()
     return labels.long(), num_classes
 
 
@@ -307,14 +307,21 @@ def varcon_loss(
             centroids = F.normalize(sums, dim=1) / temperature  # [K, D], pre-scaled by 1/tau1
         if detach_centroids:
             centroids = centroids.detach()
-        counts = torch.zeros(num_cols, dtype=dtype, device=z.device).index_add_(
-            0, index, torch.ones(n, dtype=dtype, device=z.device)
-        )
-        present = counts > 0
-        num_present = present.sum().to(dtype)  # C, as a tensor: no sync
-
         mask_bias = None
-        if num_classes is not None:
+        num_present: Tensor | float
+        if num_classes is None:
+            # every column is a present class and C is known on the host: plain numbers
+            num_present = float(num_cols)
+            log_others: Tensor | float = math.log(num_cols - 1) if num_cols > 1 else -math.inf
+            other_count: Tensor | float = max(num_cols - 1, 1)
+        else:
+            counts = torch.zeros(num_cols, dtype=dtype, device=z.device).index_add_(
+                0, index, torch.ones(n, dtype=dtype, device=z.device)
+            )
+            present = counts > 0
+            num_present = present.sum().to(dtype)  # C, as a tensor: no sync
+            log_others = torch.log(num_present - 1)  # log(C-1); -inf when C = 1
+            other_count = (num_present - 1).clamp_min(1)
             # Absent classes get -inf: they drop out of the softmax and the logsumexp.
             mask_bias = torch.zeros(num_cols, dtype=dtype, device=z.device).masked_fill(
                 ~present, float("-inf")
@@ -333,14 +340,13 @@ def varcon_loss(
 
         tau2 = (temperature - epsilon) + 2.0 * epsilon * confidence
         inv_tau2 = tau2.reciprocal()  # a
-        log_others = torch.log(num_present - 1)  # log(C-1); -inf when C = 1
         log_q_true = -F.softplus(log_others - inv_tau2)  # a - log Z, Z = e^a + C - 1
         log_q_other = log_q_true - inv_tau2  # -log Z
         q_true = log_q_true.exp()
         others_mass = torch.exp(log_others + log_q_other)  # (C-1) * q_o; exactly 0 when C = 1
 
         sum_other_diffs = sum_logits - num_present * logit_true  # sum_{c != r} d_c
-        mean_other_diffs = sum_other_diffs / (num_present - 1).clamp_min(1)
+        mean_other_diffs = sum_other_diffs / other_count
         # KL = q_r (log q_r - log p_r) + (C-1) q_o mean_{c != r}(log q_o - log p_c),
         # with log p_c = d_c + log p_r
         kl = q_true * (log_q_true - log_p_true) + others_mass * (
@@ -356,7 +362,7 @@ def varcon_loss(
         nll=nll.detach(),
         tau2=tau2.detach(),
         confidence=confidence.detach(),
-        classes_in_batch=num_present.detach(),
+        classes_in_batch=torch.as_tensor(num_present, dtype=dtype, device=z.device).detach(),
     )
     return loss, stats
 
