@@ -32,11 +32,6 @@ from .schedule import WarmupCosine
 __all__ = ["evaluate_encoder", "linear_from_checkpoint", "train_linear_probe"]
 
 
-def _encoder_dim(net: nn.Module, sample: torch.Tensor) -> int:
-    with torch.no_grad():
-        return int(net.encode(sample[:1]).shape[1])
-
-
 def _shard(dataset: Any, ctx: DistContext) -> Any:
     if not ctx.distributed:
         return dataset
@@ -99,9 +94,8 @@ def train_linear_probe(
             return feats[idx], labels[idx]
 
     steps = sampler.batches_per_epoch
-    sample = next(iter(torch.utils.data.DataLoader(TransformedDataset(data.dataset, eval_tf),
-                                                   batch_size=1)))[0].to(ctx.device)
-    classifier: nn.Module = nn.Linear(_encoder_dim(net, sample), num_classes).to(ctx.device)
+    # every registered encoder declares its feature width (the registry checks it)
+    classifier: nn.Module = nn.Linear(net.out_dim, num_classes).to(ctx.device)
     optimizer = torch.optim.SGD(classifier.parameters(), lr=lc.lr, momentum=lc.momentum,
                                 weight_decay=lc.weight_decay)
     schedule = WarmupCosine(lc.lr, lc.epochs * steps, lc.warmup_epochs * steps)
