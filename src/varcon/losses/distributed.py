@@ -18,6 +18,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from .functional import check_inputs
+
 __all__ = ["GRADIENT_SCALES", "check_gradient_scale", "gather_batch", "is_distributed"]
 
 GRADIENT_SCALES = ("exact", "per_rank")
@@ -59,14 +61,20 @@ def _all_gather_rows(x: Tensor, sizes: list[int]) -> list[Tensor]:
 
 
 def gather_batch(
-    features: Tensor, labels: Tensor, gradient_scale: str = "exact"
+    features: Tensor,
+    labels: Tensor,
+    gradient_scale: str = "exact",
+    *,
+    num_classes: int | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Concatenate ``features`` [n_r, D] and ``labels`` [n_r] of all ranks, in rank order.
 
     Ranks may hold different numbers of rows (one extra small all-gather exchanges the
     sizes). The result keeps autograd only through this rank's rows, scaled as
     described in the module docstring. Without an initialised multi-rank process
-    group the inputs are returned unchanged.
+    group the inputs are returned unchanged. Before any collective the local inputs
+    are validated (``ValueError``, as in the losses; an empty local batch is allowed),
+    so one rank's bad input fails there instead of desynchronising the others.
 
     Returns:
         features [N_global, D], labels [N_global].
@@ -74,6 +82,7 @@ def gather_batch(
     check_gradient_scale(gradient_scale)
     if not is_distributed():
         return features, labels
+    check_inputs(features, labels, num_classes, allow_empty=True)
     world, rank = dist.get_world_size(), dist.get_rank()
     size = torch.tensor([features.shape[0]], dtype=torch.long, device=features.device)
     all_sizes = [torch.zeros_like(size) for _ in range(world)]

@@ -156,7 +156,6 @@ def _reduce(per_sample: Tensor, reduction: str) -> Tensor:
     return per_sample
 
 
-
 def _logits(z: Tensor, centroids: Tensor, mask_bias: Tensor | None) -> Tensor:
     """l_c = z.w_c (centroids pre-scaled by 1/tau1), [N, K]; absent classes -inf."""
     if mask_bias is None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from .distributed import check_gradient_scale, gather_batch
-from .functional import check_hyperparameters, check_inputs, check_reduction, supcon_loss
+from .functional import check_hyperparameters, check_reduction, supcon_loss
 
 __all__ = ["SupConLoss"]
 
@@ -51,8 +51,9 @@ class SupConLoss(nn.Module):
 
     def forward(self, features: Tensor, labels: Tensor) -> Tensor:
         if self.gather_distributed:
-            check_inputs(features, labels, self.num_classes, allow_empty=True)
-            features, labels = gather_batch(features, labels, self.gradient_scale)
+            features, labels = gather_batch(
+                features, labels, self.gradient_scale, num_classes=self.num_classes
+            )
         return supcon_loss(
             features,
             labels,

@@ -8,7 +8,6 @@ from .distributed import check_gradient_scale, gather_batch
 from .functional import (
     VarConStats,
     check_hyperparameters,
-    check_inputs,
     check_reduction,
     varcon_loss,
 )
@@ -85,8 +84,9 @@ class VarConLoss(nn.Module):
         self, features: Tensor, labels: Tensor, return_stats: bool = False
     ) -> Tensor | tuple[Tensor, VarConStats]:
         if self.gather_distributed:
-            check_inputs(features, labels, self.num_classes, allow_empty=True)
-            features, labels = gather_batch(features, labels, self.gradient_scale)
+            features, labels = gather_batch(
+                features, labels, self.gradient_scale, num_classes=self.num_classes
+            )
         return varcon_loss(
             features,
             labels,
