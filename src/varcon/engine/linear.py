@@ -40,14 +40,13 @@ def _shard(dataset: Any, ctx: DistContext) -> Any:
 
 @torch.no_grad()
 def _accuracy(
-    net: nn.Module, classifier: nn.Module, loader: Any, ctx: DistContext, precomputed: bool
+    net: nn.Module, classifier: nn.Module, loader: Any, ctx: DistContext
 ) -> dict[str, float]:
     counts = torch.zeros(3, dtype=torch.float64, device=ctx.device)  # top1, top5, n
     classifier.eval()
     for inputs, labels in loader:
         inputs, labels = inputs.to(ctx.device), labels.to(ctx.device)
-        feats = inputs if precomputed else net.encode(inputs)
-        logits = classifier(feats.float())
+        logits = classifier(net.encode(inputs).float())
         k = min(5, logits.shape[1])
         top = logits.topk(k, dim=1).indices
         hit = top.eq(labels[:, None])
@@ -134,7 +133,7 @@ def train_linear_probe(
         TransformedDataset(_shard(test_set, ctx), eval_tf), batch_size=per_rank,
         num_workers=cfg.data.num_workers,
     )
-    result = _accuracy(net, classifier, test_loader, ctx, precomputed=False)
+    result = _accuracy(net, classifier, test_loader, ctx)
     result.update({"epochs": lc.epochs, "dataset": cfg.data.dataset, "split": "test",
                    "method": cfg.method, "encoder": cfg.model.encoder,
                    "seconds": round(time.perf_counter() - t0, 2)})
