@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from varcon.evaluation import knn_accuracy, knn_classify
+from varcon.evaluation import knn_accuracy, knn_classify, knn_evaluate
 
 
 def brute_force_scores(train: np.ndarray, train_y: np.ndarray, test: np.ndarray,
@@ -162,3 +162,93 @@ def test_accuracy_label_count_mismatch() -> None:
     with pytest.raises(ValueError):
         knn_accuracy(torch.randn(3, 2), torch.tensor([0, 1, 1]), torch.randn(2, 2),
                      torch.tensor([0]), num_classes=2)
+
+
+# --- knn_evaluate: several k in one pass ------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_evaluate_matches_knn_accuracy_per_k(seed: int) -> None:
+    train, train_y, test, test_y = _random_problem(seed, n_train=80, n_test=37, num_classes=7)
+    ks = (1, 3, 20, 79, 200)  # 200 > N_train = 80: clamped
+    out = knn_evaluate(train, train_y, test, test_y, num_classes=7, ks=ks, temperature=0.07)
+    assert set(out) == {"top1", "top5"}
+    assert list(out["top1"]) == [str(k) for k in ks] and list(out["top5"]) == list(out["top1"])
+    for k in ks:
+        ref = knn_accuracy(train, train_y, test, test_y, num_classes=7, k=k, temperature=0.07)
+        assert out["top1"][str(k)] == ref["top1"]
+        assert out["top5"][str(k)] == ref["top5"]
+        assert isinstance(out["top1"][str(k)], float)
+
+
+def test_evaluate_k_changes_the_vote_hand_example() -> None:
+    """k = 1 follows the single nearest row; k = 4 is outvoted by three slightly farther rows."""
+    c = 0.9
+    s = math.sqrt(1 - c * c)
+    train = torch.tensor([[1.0, 0.0], [c, s], [c, -s], [c, s], [-1.0, 0.0]], dtype=torch.float64)
+    train_y = torch.tensor([0, 1, 1, 1, 2])
+    test = torch.tensor([[3.0, 0.0]], dtype=torch.float64)
+    # k = 4: class 1 gets 3 exp(9) = 24309 > class 0's exp(10) = 22026
+    out = knn_evaluate(train, train_y, test, torch.tensor([0]), num_classes=3, ks=(1, 4, 5),
+                       temperature=0.1)
+    assert out["top1"] == {"1": 100.0, "4": 0.0, "5": 0.0}
+    assert out["top5"] == {"1": 100.0, "4": 100.0, "5": 100.0}
+
+
+def test_evaluate_k_above_train_size_equals_all_rows() -> None:
+    train, train_y, test, test_y = _random_problem(7, n_train=30, num_classes=4)
+    out = knn_evaluate(train, train_y, test, test_y, num_classes=4, ks=(30, 1000))
+    assert out["top1"]["30"] == out["top1"]["1000"] and out["top5"]["30"] == out["top5"]["1000"]
+
+
+@pytest.mark.parametrize("chunk_size", [1, 5, 36, 37])
+def test_evaluate_chunked_equals_unchunked(chunk_size: int) -> None:
+    train, train_y, test, test_y = _random_problem(8, n_train=60, n_test=37, num_classes=5)
+    full = knn_evaluate(train, train_y, test, test_y, num_classes=5, ks=(2, 10, 50),
+                        chunk_size=10_000)
+    chunked = knn_evaluate(train, train_y, test, test_y, num_classes=5, ks=(2, 10, 50),
+                           chunk_size=chunk_size)
+    assert chunked == full
+
+
+def test_evaluate_never_builds_full_similarity(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every similarity matrix is at most [chunk_size, N_train]."""
+    train, train_y, test, test_y = _random_problem(9, n_train=40, n_test=25, num_classes=4)
+    shapes: list[tuple[int, ...]] = []
+    real_topk = torch.Tensor.topk
+
+    def spy(self: torch.Tensor, *args: object, **kwargs: object) -> object:
+        if self.shape[-1] == 40:  # similarity rows (class-score rows have 4 columns)
+            shapes.append(tuple(self.shape))
+        return real_topk(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.Tensor, "topk", spy)
+    knn_evaluate(train, train_y, test, test_y, num_classes=4, ks=(5, 20), chunk_size=8)
+    assert shapes == [(8, 40), (8, 40), (8, 40), (1, 40)]  # one topk per chunk for all ks
+
+
+@pytest.mark.parametrize("num_classes", [3, 10])
+def test_evaluate_perfect_separation_gives_100(num_classes: int) -> None:
+    train, train_y = _separated(num_classes, 10, 0)
+    test, test_y = _separated(num_classes, 4, 1)
+    out = knn_evaluate(train, train_y, test, test_y, num_classes=num_classes, ks=(10, 200))
+    assert out == {"top1": {"10": 100.0, "200": 100.0}, "top5": {"10": 100.0, "200": 100.0}}
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"ks": ()}, "at least one k"),
+        ({"ks": (5, 0)}, ">= 1"),
+        ({"test_labels": torch.tensor([0])}, "test_labels"),
+        ({"temperature": -1.0}, "temperature"),
+    ],
+)
+def test_evaluate_invalid_inputs(kwargs: dict[str, object], match: str) -> None:
+    args: dict[str, object] = {"test_labels": torch.tensor([0, 1]), "ks": (1, 2),
+                               "temperature": 0.1}
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=match):
+        knn_evaluate(torch.randn(3, 2), torch.tensor([0, 1, 1]), torch.randn(2, 2),
+                     args["test_labels"], num_classes=2, ks=args["ks"],
+                     temperature=args["temperature"])
