@@ -1,0 +1,562 @@
+"""Multi-run report (``varcon report RUN_DIR [RUN_DIR ...] --output DIR``).
+
+Runs whose configs differ only in ``seed`` and bookkeeping keys (:data:`IGNORED_CONFIG_KEYS`)
+form a group; the first table has one row per group with mean ± sample std over its runs. An
+evaluation a run lacks is shown as "not run", and the command that produces it is listed under
+the table. ``report.md`` references figure PNGs copied to ``DIR/figures/<run>/``; ``report.html``
+is self-contained (PNGs inlined). A directory that is not a run is named in
+:attr:`ReportResult.problems` and skipped; the rest is still reported.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shlex
+import statistics
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from . import render
+from .figures import MANIFEST_NAME, PlotsNotInstalledError, make_figures, read_manifest
+from .runs import (
+    EVAL_PROTOCOLS,
+    IGNORED_CONFIG_KEYS,
+    NotARunError,
+    Run,
+    atomic_write_bytes,
+    atomic_write_text,
+    flatten_config,
+    load_run,
+    number,
+)
+
+__all__ = ["ReportResult", "build_report", "evaluation_command", "group_runs"]
+
+NOT_RUN = "not run"
+NOT_REPORTED = "–"  # the evaluation ran but did not report this value
+MAIN_CLUSTER_ALGORITHMS = ("kmeans", "agglomerative_ward")
+MAIN_CLUSTER_SCORES = ("ari", "nmi")
+_UNSET = "(unset)"
+_SCORE_ORDER = ("ari", "nmi", "ami", "purity")
+_SCORE_LABELS = {"ari": "ARI", "nmi": "NMI", "ami": "AMI"}
+
+
+@dataclass(frozen=True)
+class ReportResult:
+    """Paths of the written report and what was wrong with the inputs.
+
+    ``problems``: directories that are not runs, unreadable config or eval files (a CLI should
+    exit non-zero when this is non-empty). ``warnings``: figures that could not be drawn.
+    ``runs``: the run directories included, in the order given.
+    """
+
+    markdown: Path
+    html: Path
+    problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    runs: list[Path] = field(default_factory=list)
+
+
+# ----------------------------------------------------------------------------- commands
+
+
+def evaluation_command(protocol: str, run_dir: str | os.PathLike[str],
+                       target: str | None = None) -> str:
+    """The command that writes ``protocol``'s eval JSON for ``run_dir``."""
+    run = shlex.quote(str(run_dir))
+    if protocol == "transfer":
+        return (f"varcon transfer --checkpoint {run} data.dataset={target or '...'} "
+                "data.root=...")
+    if protocol not in EVAL_PROTOCOLS:
+        raise ValueError(f"unknown evaluation {protocol!r}; expected one of {EVAL_PROTOCOLS}")
+    return f"varcon {protocol} --checkpoint {run}"
+
+
+# ----------------------------------------------------------------------------- columns
+
+
+@dataclass(frozen=True)
+class Column:
+    key: str
+    label: str
+    eval_key: str  # Run.evals key whose absence means "not run" ("transfer" = any transfer)
+    decimals: int
+    main: bool
+    order: tuple[Any, ...]
+
+
+def _k_order(k: str) -> tuple[int, Any]:
+    return (0, int(k)) if k.isdigit() else (1, k)
+
+
+def _run_values(run: Run) -> dict[Column, float]:
+    """Every number a run's eval JSONs report, keyed by the column it belongs to."""
+    values: dict[Column, float] = {}
+
+    def put(col: Column, value: Any) -> None:
+        v = number(value)
+        if v is not None:
+            values[col] = v
+
+    if (env := run.evals.get("linear")) is not None:
+        res = env["results"]
+        put(Column("linear.top1", "linear top-1 (%)", "linear", 2, True, (0, 0)), res.get("top1"))
+        put(Column("linear.top5", "linear top-5 (%)", "linear", 2, True, (0, 1)), res.get("top5"))
+    if (env := run.evals.get("knn")) is not None:
+        res = env["results"]
+        for which, main in (("top1", True), ("top5", False)):
+            by_k = res.get(which)
+            if isinstance(by_k, dict):
+                for k, v in by_k.items():
+                    put(Column(f"knn.{which}.{k}", f"kNN {which.replace('top', 'top-')} k={k} (%)",
+                               "knn", 2, main, (1, which, *_k_order(str(k)))), v)
+            else:
+                put(Column(f"knn.{which}", f"kNN {which.replace('top', 'top-')} (%)", "knn", 2,
+                           main, (1, which, 0, 0)), by_k)
+    if (env := run.evals.get("cluster")) is not None:
+        res = env["results"]
+        algorithms = res.get("algorithms")
+        if isinstance(algorithms, dict):
+            for alg, scores in algorithms.items():
+                if not isinstance(scores, dict):
+                    continue
+                alg_rank = (MAIN_CLUSTER_ALGORITHMS.index(alg) if alg in MAIN_CLUSTER_ALGORITHMS
+                            else len(MAIN_CLUSTER_ALGORITHMS))
+                for score, v in scores.items():
+                    main = alg in MAIN_CLUSTER_ALGORITHMS and score in MAIN_CLUSTER_SCORES
+                    score_rank = (_SCORE_ORDER.index(score) if score in _SCORE_ORDER
+                                  else len(_SCORE_ORDER))
+                    put(Column(f"cluster.{alg}.{score}",
+                               f"{_SCORE_LABELS.get(score, score)} {alg}", "cluster", 3, main,
+                               (2, alg_rank, alg, score_rank, score)), v)
+        for key in ("centroid_similarity_offdiag_mean", "centroid_similarity_offdiag_max"):
+            label = "centroid cosine off-diagonal " + key.rsplit("_", 1)[1]
+            put(Column(f"cluster.{key}", label, "cluster", 3, False, (2, 9, key)), res.get(key))
+    if (env := run.evals.get("fewshot")) is not None:
+        tasks = env["results"].get("tasks")
+        for task in tasks if isinstance(tasks, list) else []:
+            if not isinstance(task, dict):
+                continue
+            n, k, clf = task.get("n_way"), task.get("k_shot"), task.get("classifier", "?")
+            name = f"{n}-way {k}-shot {clf}"
+            order = (3, number(n) or 0, number(k) or 0, str(clf))
+            put(Column(f"fewshot.{n}w{k}s.{clf}", f"few-shot {name} (%)", "fewshot", 2, True,
+                       order), task.get("mean"))
+            put(Column(f"fewshot.{n}w{k}s.{clf}.ci95", f"few-shot {name} 95% CI", "fewshot", 2,
+                       False, (*order, "ci")), task.get("ci95"))
+    for key in sorted(k for k in run.evals if k.startswith("transfer:")):
+        target = key.split(":", 1)[1]
+        res = run.evals[key]["results"]
+        put(Column(f"transfer.{target}.top1", f"transfer → {target} top-1 (%)", key, 2, True,
+                   (4, target, 1)), res.get("top1"))
+        put(Column(f"transfer.{target}.top5", f"transfer → {target} top-5 (%)", key, 2, False,
+                   (4, target, 5)), res.get("top5"))
+    if (env := run.evals.get("robustness")) is not None:
+        res = env["results"]
+        put(Column("robustness.mca", "mean corruption accuracy (%)", "robustness", 2, True,
+                   (5, 0)), res.get("mean_corruption_accuracy"))
+        put(Column("robustness.relative_mce", "relative mCE (%)", "robustness", 2, True, (5, 1)),
+            res.get("relative_mce"))
+        put(Column("robustness.mce", "mCE (%)", "robustness", 2, False, (5, 2)), res.get("mce"))
+        put(Column("robustness.clean_top1", "clean top-1 (robustness) (%)", "robustness", 2,
+                   False, (5, 3)), res.get("clean_top1"))
+        per = res.get("per_corruption")
+        for corruption, by_sev in (per.items() if isinstance(per, dict) else []):
+            if isinstance(by_sev, dict):
+                put(Column(f"robustness.{corruption}", f"{corruption} mean (%)", "robustness", 2,
+                           False, (5, 4, str(corruption))), by_sev.get("mean"))
+    return values
+
+
+_PROTOCOL_LABELS = {"linear": "linear probe", "knn": "kNN", "cluster": "clustering",
+                    "fewshot": "few-shot", "transfer": "transfer", "robustness": "robustness"}
+_PROTOCOL_ORDER = {"linear": 0, "knn": 1, "cluster": 2, "fewshot": 3, "transfer": 4,
+                   "robustness": 5}
+
+
+def _columns(values: list[dict[Column, float]]) -> list[Column]:
+    """Union of the runs' columns, plus one "not run" column per evaluation no run has."""
+    seen: dict[str, Column] = {}
+    for run_values in values:
+        for col in run_values:
+            seen.setdefault(col.key, col)
+    present = {c.eval_key.split(":")[0] for c in seen.values()}
+    for protocol in EVAL_PROTOCOLS:
+        if protocol not in present:
+            seen[f"{protocol}.none"] = Column(f"{protocol}.none", _PROTOCOL_LABELS[protocol],
+                                              protocol, 2, True, (_PROTOCOL_ORDER[protocol],))
+    return sorted(seen.values(), key=_sort_key)
+
+
+def _sort_key(col: Column) -> tuple[Any, ...]:
+    # Mixed int/str members of ``order`` are made comparable by tagging each with its type.
+    return tuple((0, x, "") if isinstance(x, (int, float)) else (1, 0, str(x)) for x in col.order)
+
+
+def _has_eval(run: Run, eval_key: str) -> bool:
+    if eval_key == "transfer":
+        return any(k.startswith("transfer:") for k in run.evals)
+    return eval_key in run.evals
+
+
+# ----------------------------------------------------------------------------- grouping
+
+
+def _canon(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def group_runs(runs: Sequence[Run]) -> tuple[list[list[Run]], list[str]]:
+    """Group runs whose flattened configs agree on every key outside
+    :data:`IGNORED_CONFIG_KEYS`; also return the keys (other than ``method`` and the ignored
+    ones) whose values differ between runs, in config order. Groups keep first-seen order."""
+    flats = [flatten_config(r.config) for r in runs]
+    groups: dict[str, list[Run]] = {}
+    for run, flat in zip(runs, flats, strict=True):
+        key = _canon(sorted((k, _canon(v)) for k, v in flat.items()
+                            if k not in IGNORED_CONFIG_KEYS))
+        groups.setdefault(key, []).append(run)
+    keys: list[str] = []
+    for flat in flats:
+        keys.extend(k for k in flat if k not in keys)
+    differing = [k for k in keys if k not in IGNORED_CONFIG_KEYS and k != "method"
+                 and len({_canon(f.get(k, _UNSET)) for f in flats}) > 1]
+    return list(groups.values()), differing
+
+
+def _config_value(run: Run, key: str) -> str:
+    flat = flatten_config(run.config)
+    if key not in flat:
+        return _UNSET
+    value = flat[key]
+    if value is None:
+        return "null"
+    if isinstance(value, (list, dict)):
+        return json.dumps(value)
+    return str(value)
+
+
+# ----------------------------------------------------------------------------- formatting
+
+
+def _fmt(value: float, decimals: int) -> str:
+    return f"{value:.{decimals}f}" if math.isfinite(value) else str(value)
+
+
+def _mean_std(values: list[float], decimals: int) -> str:
+    """``mean ± sample std``; std is "–" for a single value."""
+    mean = statistics.fmean(values)
+    std = _fmt(statistics.stdev(values), decimals) if len(values) > 1 else "–"
+    return f"{_fmt(mean, decimals)} ± {std}"
+
+
+def _group_cell(group: list[Run], values: dict[Path, dict[str, float]], col: Column) -> str:
+    found = [values[r.path][col.key] for r in group if col.key in values[r.path]]
+    if found:
+        cell = _mean_std(found, col.decimals)
+        return cell if len(found) == len(group) else f"{cell} (n={len(found)})"
+    if not any(_has_eval(r, col.eval_key) for r in group):
+        return NOT_RUN
+    return NOT_REPORTED
+
+
+def _run_cell(run: Run, values: dict[str, float], col: Column) -> str:
+    if col.key in values:
+        return _fmt(values[col.key], col.decimals)
+    return NOT_RUN if not _has_eval(run, col.eval_key) else NOT_REPORTED
+
+
+def _display_names(paths: list[Path]) -> list[str]:
+    """Short unique names: the directory name, with parents added where names collide."""
+    resolved = [p.resolve() for p in paths]
+    depth = 1
+    while True:
+        names = ["/".join(r.parts[-depth:]) for r in resolved]
+        if len(set(names)) == len(names) or depth > max(len(r.parts) for r in resolved):
+            break
+        depth += 1
+    seen: dict[str, int] = {}
+    unique = []
+    for name in names:
+        seen[name] = seen.get(name, 0) + 1
+        unique.append(name if seen[name] == 1 else f"{name} ({seen[name]})")
+    return unique
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "run"
+
+
+def _group_label(index: int, group: list[Run], names: dict[Path, str]) -> str:
+    config_names = {str(r.config.get("name")) for r in group if r.config.get("name")}
+    if len(config_names) == 1:
+        label = config_names.pop()
+    else:  # seeds usually carry their own names: the first one stands for the group
+        label = str(group[0].config.get("name") or names[group[0].path])
+        label += f" +{len(group) - 1}" if len(group) > 1 else ""
+    return f"G{index + 1} {label}"
+
+
+def _short_json(value: Any, limit: int = 300) -> str:
+    text = json.dumps(value, sort_keys=True, default=str) if not isinstance(value, str) else value
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# ----------------------------------------------------------------------------- figures
+
+
+_FIGURE_INPUTS = ("metrics.jsonl", "tau2", "eval")
+
+
+def _newest_input(run_dir: Path) -> float:
+    newest = 0.0
+    for name in _FIGURE_INPUTS:
+        path = run_dir / name
+        if path.is_file():
+            newest = max(newest, path.stat().st_mtime)
+        elif path.is_dir():
+            newest = max([newest, *(p.stat().st_mtime for p in path.iterdir() if p.is_file())])
+    return newest
+
+
+def _run_figures(run: Run, name: str, output_dir: Path, warnings: list[str]
+                 ) -> tuple[Path, dict[str, Any] | None]:
+    """The figures of ``run`` (drawing them when absent or older than their inputs), copied to
+    ``output_dir/figures/<name>/``; returns that folder and the figures manifest."""
+    dest = output_dir / "figures" / _safe(name)
+    source = run.path / "figures"
+    manifest = read_manifest(source)
+    fresh = (manifest is not None
+             and (source / MANIFEST_NAME).stat().st_mtime >= _newest_input(run.path))
+    if not fresh:
+        try:
+            try:
+                made = make_figures(run.path)
+            except OSError:  # a read-only run directory: draw straight into the report folder
+                made = make_figures(run.path, dest)
+                source = dest
+            warnings.extend(f"{name}: {w}" for w in made.warnings)
+            manifest = read_manifest(source)
+        except PlotsNotInstalledError as exc:
+            warnings.append(f"{name}: figures not drawn ({exc})")
+    if manifest is None:
+        return dest, None
+    dest.mkdir(parents=True, exist_ok=True)
+    kept = []
+    for record in manifest["figures"]:
+        file = str(record.get("file", ""))
+        src = source / file
+        if not file or Path(file).name != file or not src.is_file():
+            continue
+        if src.resolve() != (dest / file).resolve():
+            atomic_write_bytes(dest / file, src.read_bytes())
+        kept.append(record)
+    manifest = {**manifest, "figures": kept}
+    return dest, manifest
+
+
+def _figure_blocks(run: Run, name: str, label: str, dest: Path, manifest: dict[str, Any] | None,
+                   output_dir: Path) -> list[render.Block]:
+    blocks: list[render.Block] = [render.Heading(3, f"{name} ({label})")]
+    loss = run.config.get("loss") if isinstance(run.config.get("loss"), dict) else {}
+    optim = run.config.get("optim") if isinstance(run.config.get("optim"), dict) else {}
+    data = run.config.get("data") if isinstance(run.config.get("data"), dict) else {}
+    model = run.config.get("model") if isinstance(run.config.get("model"), dict) else {}
+    blocks.append(render.Para(
+        f"Run {run.path}: method {run.method}, seed {run.seed}, dataset {data.get('dataset')}, "
+        f"encoder {model.get('encoder')}, τ1 = {loss.get('temperature')}, "
+        f"ε = {loss.get('epsilon')}, epochs {optim.get('epochs')}, "
+        f"batch {optim.get('batch_size')}, lr {optim.get('lr')}.", note=True))
+    if manifest is None or not manifest["figures"]:
+        blocks.append(render.Para("No figures: their inputs are absent (see the figure "
+                                  "notes below) or matplotlib is not installed.", note=True))
+    for record in (manifest or {}).get("figures", []):
+        path = dest / record["file"]
+        settings = record.get("settings") or {}
+        caption = [str(record.get("title", record["file"])), str(record.get("description", "")),
+                   "from: " + ", ".join(str(s) for s in record.get("sources", []))]
+        if settings:
+            caption.append("settings: " + "; ".join(f"{k} = {_short_json(v)}"
+                                                    for k, v in settings.items()))
+        blocks.append(render.Image(path=path.relative_to(output_dir).as_posix(),
+                                   data=path.read_bytes(), alt=str(record.get("title", "")),
+                                   caption=caption))
+    skipped = (manifest or {}).get("skipped") or []
+    if skipped:
+        blocks.append(render.Para("Figures not drawn (input absent):", note=True))
+        blocks.append(render.Items([(str(s), None) for s in skipped]))
+    return blocks
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def _load_runs(run_dirs: Sequence[str | os.PathLike[str]]) -> tuple[list[Run], list[str]]:
+    runs: list[Run] = []
+    problems: list[str] = []
+    seen: set[Path] = set()
+    for entry in run_dirs:
+        path = Path(entry)
+        if path.resolve() in seen:
+            problems.append(f"{path}: given twice; counted once")
+            continue
+        try:
+            run = load_run(path)
+        except NotARunError as exc:
+            problems.append(f"{exc} (skipped)")
+            continue
+        seen.add(path.resolve())
+        runs.append(run)
+        problems.extend(run.problems)
+    return runs, problems
+
+
+def build_report(run_dirs: Sequence[str | os.PathLike[str]], output_dir: str | os.PathLike[str],
+                 *, figures: Literal["groups", "all", "none"] = "groups") -> ReportResult:
+    """Write ``output_dir/report.md`` and ``output_dir/report.html`` comparing ``run_dirs``.
+
+    ``figures``: show the figures of the first run of each group (default), of every run, or
+    none. Figures are drawn with :func:`make_figures` where a run has none (or older ones than
+    its inputs). Nothing here exits the process: the caller decides what ``problems`` mean.
+    """
+    if figures not in ("groups", "all", "none"):
+        raise ValueError(f"figures={figures!r}; expected 'groups', 'all' or 'none'")
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    runs, problems = _load_runs(run_dirs)
+    warnings: list[str] = []
+    names = dict(zip([r.path for r in runs], _display_names([r.path for r in runs]),
+                     strict=True))
+    groups, differing = group_runs(runs)
+    labels = {}
+    for i, group in enumerate(groups):
+        for run in group:
+            labels[run.path] = _group_label(i, group, names)
+    by_col = {r.path: _run_values(r) for r in runs}
+    columns = _columns(list(by_col.values()))
+    values = {path: {c.key: v for c, v in cols.items()} for path, cols in by_col.items()}
+    main_cols = [c for c in columns if c.main]
+
+    blocks: list[render.Block] = [render.Heading(1, "VarCon runs report")]
+    blocks.append(render.Para(
+        f"{len(runs)} runs in {len(groups)} groups (runs that differ only in seed and "
+        "bookkeeping settings form a group). Cells: mean ± sample standard deviation over the "
+        "group's runs (– when n = 1; (n=k) when only k runs have the value). Accuracies in %, "
+        f"clustering scores (ARI, NMI) as fractions. \"{NOT_RUN}\": the evaluation has no "
+        "result file; its command is listed under the table."))
+    if runs:
+        headers = ["group", "method", *differing, "n runs (seeds)",
+                   *(c.label for c in main_cols)]
+        rows = []
+        for group in groups:
+            seeds = ", ".join(str(r.seed) for r in group)
+            rows.append([labels[group[0].path], group[0].method,
+                         *(_config_value(group[0], k) for k in differing),
+                         f"{len(group)} ({seeds})",
+                         *(_group_cell(group, values, c) for c in main_cols)])
+        blocks.append(render.Table(headers, rows))
+    else:
+        blocks.append(render.Para("No run could be read; see the problems below."))
+
+    transfer_targets = sorted({k.split(":", 1)[1] for r in runs for k in r.evals
+                               if k.startswith("transfer:")})
+    missing: list[tuple[str, str | None]] = []
+    for run in runs:
+        for protocol in EVAL_PROTOCOLS:
+            if protocol == "transfer":
+                targets = transfer_targets or [None]
+                for target in targets:
+                    if target is None or f"transfer:{target}" not in run.evals:
+                        what = f"transfer to {target}" if target else "transfer"
+                        missing.append((f"{names[run.path]}: {what} {NOT_RUN}:",
+                                        evaluation_command("transfer", run.path, target)))
+            elif protocol not in run.evals:
+                missing.append((f"{names[run.path]}: {_PROTOCOL_LABELS[protocol]} {NOT_RUN}:",
+                                evaluation_command(protocol, run.path)))
+    if missing:
+        blocks.append(render.Heading(2, "Evaluations not run"))
+        blocks.append(render.Items(missing))
+
+    figure_runs = ([] if figures == "none" else
+                   [g[0] for g in groups] if figures == "groups" else list(runs))
+    figure_data = {}
+    for run in figure_runs:
+        figure_data[run.path] = _run_figures(run, names[run.path], out, warnings)
+
+    if problems or warnings:
+        blocks.append(render.Heading(2, "Problems"))
+        if problems:
+            blocks.append(render.Items([(p, None) for p in problems]))
+        if warnings:
+            blocks.append(render.Para("Figure warnings:", note=True))
+            blocks.append(render.Items([(w, None) for w in warnings]))
+
+    if runs:
+        blocks.append(render.Heading(2, "Groups"))
+        blocks.append(render.Table(
+            ["group", "method", "runs", "seeds", "directories"],
+            [[labels[g[0].path], g[0].method, ", ".join(names[r.path] for r in g),
+              ", ".join(str(r.seed) for r in g), ", ".join(str(r.path) for r in g)]
+             for g in groups]))
+        ignored = ", ".join(sorted(IGNORED_CONFIG_KEYS))
+        blocks.append(render.Para(f"Keys ignored when grouping: {ignored}.", note=True))
+
+        blocks.append(render.Heading(2, "All metrics by group"))
+        blocks.append(render.Table(
+            ["metric", *(labels[g[0].path] for g in groups)],
+            [[c.label, *(_group_cell(g, values, c) for g in groups)] for c in columns]))
+
+        blocks.append(render.Heading(2, "Per-run values"))
+        blocks.append(render.Table(
+            ["metric", *(names[r.path] for r in runs)],
+            [["group", *(labels[r.path] for r in runs)],
+             ["seed", *(str(r.seed) for r in runs)],
+             ["method", *(r.method for r in runs)],
+             *([c.label, *(_run_cell(r, values[r.path], c) for r in runs)] for c in columns)]))
+
+        blocks.append(render.Heading(2, "Evaluation settings"))
+        rows = []
+        for run in runs:
+            for key, env in run.evals.items():
+                class_names = env.get("class_names")
+                if isinstance(class_names, list):
+                    shown = ", ".join(str(n) for n in class_names[:12])
+                    classes = shown + (f", … ({len(class_names)} classes)"
+                                       if len(class_names) > 12 else "")
+                else:
+                    classes = "–"
+                file = run.eval_files[key]
+                rel = file.relative_to(run.path) if file.is_relative_to(run.path) else file
+                rows.append([names[run.path], key, rel.as_posix(), str(env.get("features", "–")),
+                             str(env.get("eval_dataset", "–")), classes,
+                             _short_json(env.get("settings", {})),
+                             str(env.get("checkpoint", "–")), str(env.get("created", "–")),
+                             str(env.get("seconds", "–"))])
+        blocks.append(render.Table(
+            ["run", "evaluation", "file", "features", "evaluated on", "classes", "settings",
+             "checkpoint", "created", "seconds"], rows))
+
+        if figure_runs:
+            blocks.append(render.Heading(2, "Figures"))
+            which = ("the first run of each group" if figures == "groups" else "every run")
+            blocks.append(render.Para(f"Figures of {which}; each caption names the files and "
+                                      "settings the figure was drawn from.", note=True))
+            for run in figure_runs:
+                dest, manifest = figure_data[run.path]
+                blocks.extend(_figure_blocks(run, names[run.path], labels[run.path], dest,
+                                             manifest, out))
+
+    blocks.append(render.Para(f"Generated {time.strftime('%Y-%m-%d %H:%M:%S')} by varcon "
+                              "report.", note=True))
+    md_path, html_path = out / "report.md", out / "report.html"
+    atomic_write_text(md_path, render.to_markdown(blocks))
+    atomic_write_text(html_path, render.to_html(blocks, "VarCon runs report"))
+    return ReportResult(markdown=md_path, html=html_path, problems=problems, warnings=warnings,
+                        runs=[r.path for r in runs])
+
