@@ -9,15 +9,35 @@ from .clustering import (
     offdiag_stats,
     purity_score,
 )
+from .corruptions import (
+    CORRUPTIONS,
+    EXTRA_CORRUPTIONS,
+    SEVERITIES,
+    CifarCDataset,
+    CorruptedDataset,
+    ImageNetCDataset,
+    available_corruptions,
+    corrupt,
+    detect_corruption_layout,
+)
 from .features import extract_features, owning_module
 from .knn import knn_accuracy, knn_classify, knn_evaluate
 
 __all__ = [
     "CLUSTERING_ALGORITHMS",
+    "CORRUPTIONS",
+    "EXTRA_CORRUPTIONS",
+    "SEVERITIES",
+    "CifarCDataset",
+    "CorruptedDataset",
+    "ImageNetCDataset",
+    "available_corruptions",
     "centroid_similarity",
     "class_balanced_subsample",
     "class_centroids",
     "clustering_scores",
+    "corrupt",
+    "detect_corruption_layout",
     "extract_features",
     "knn_accuracy",
     "knn_classify",
