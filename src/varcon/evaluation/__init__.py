@@ -21,15 +21,18 @@ from .corruptions import (
     detect_corruption_layout,
 )
 from .features import extract_features, owning_module
+from .fewshot import FEWSHOT_CLASSIFIERS, Episodes, fewshot_evaluate, sample_episodes
 from .knn import knn_accuracy, knn_classify, knn_evaluate
 
 __all__ = [
     "CLUSTERING_ALGORITHMS",
     "CORRUPTIONS",
     "EXTRA_CORRUPTIONS",
+    "FEWSHOT_CLASSIFIERS",
     "SEVERITIES",
     "CifarCDataset",
     "CorruptedDataset",
+    "Episodes",
     "ImageNetCDataset",
     "available_corruptions",
     "centroid_similarity",
@@ -39,10 +42,12 @@ __all__ = [
     "corrupt",
     "detect_corruption_layout",
     "extract_features",
+    "fewshot_evaluate",
     "knn_accuracy",
     "knn_classify",
     "knn_evaluate",
     "offdiag_stats",
     "owning_module",
     "purity_score",
+    "sample_episodes",
 ]
