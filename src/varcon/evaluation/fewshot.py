@@ -10,10 +10,11 @@ Classifiers:
 
 - ``"ncm"``: nearest class mean (SimpleShot). Prototypes are the means of the L2-normalised
   support features; a query goes to the prototype of highest cosine similarity. Vectorised over
-  episodes with torch (2,000 episodes take well under a second at D = 512).
+  episodes with torch (2,000 5-way episodes at D = 512: 2-6 s on 2 busy CPU cores).
 - ``"logreg"``: multinomial logistic regression (scikit-learn, L-BFGS, ``C = 1.0``,
   ``max_iter = 1000``: the setting of Tian et al. 2020) fitted on the L2-normalised support
-  features of each episode. One fit per episode: this is the slow classifier.
+  features of each episode. One fit per episode: this is the slow classifier (2,000 5-way
+  5-shot episodes at D = 512: 14-17 s on 2 busy CPU cores).
 """
 
 from __future__ import annotations
