@@ -325,11 +325,11 @@ def _newest_input(run_dir: Path) -> float:
     return newest
 
 
-def _run_figures(run: Run, name: str, output_dir: Path, warnings: list[str]
+def _run_figures(run: Run, name: str, folder: str, output_dir: Path, warnings: list[str]
                  ) -> tuple[Path, dict[str, Any] | None]:
     """The figures of ``run`` (drawing them when absent or older than their inputs), copied to
-    ``output_dir/figures/<name>/``; returns that folder and the figures manifest."""
-    dest = output_dir / "figures" / _safe(name)
+    ``output_dir/figures/<folder>/``; returns that folder and the figures manifest."""
+    dest = output_dir / "figures" / folder
     source = run.path / "figures"
     manifest = read_manifest(source)
     fresh = (manifest is not None
@@ -337,16 +337,16 @@ def _run_figures(run: Run, name: str, output_dir: Path, warnings: list[str]
     if not fresh:
         try:
             try:
-                made = make_figures(run.path)
+                make_figures(run.path)
             except OSError:  # a read-only run directory: draw straight into the report folder
-                made = make_figures(run.path, dest)
+                make_figures(run.path, dest)
                 source = dest
-            warnings.extend(f"{name}: {w}" for w in made.warnings)
             manifest = read_manifest(source)
         except PlotsNotInstalledError as exc:
             warnings.append(f"{name}: figures not drawn ({exc})")
     if manifest is None:
         return dest, None
+    warnings.extend(f"{name}: {w}" for w in manifest.get("warnings") or [])
     dest.mkdir(parents=True, exist_ok=True)
     kept = []
     for record in manifest["figures"]:
@@ -486,8 +486,13 @@ def build_report(run_dirs: Sequence[str | os.PathLike[str]], output_dir: str | o
     figure_runs = ([] if figures == "none" else
                    [g[0] for g in groups] if figures == "groups" else list(runs))
     figure_data = {}
+    folders: set[str] = set()
     for run in figure_runs:
-        figure_data[run.path] = _run_figures(run, names[run.path], out, warnings)
+        folder = base = _safe(names[run.path])
+        while folder in folders:  # two names that differ only in unsafe characters
+            folder = f"{base}_{len(folders)}"
+        folders.add(folder)
+        figure_data[run.path] = _run_figures(run, names[run.path], folder, out, warnings)
 
     if problems or warnings:
         blocks.append(render.Heading(2, "Problems"))

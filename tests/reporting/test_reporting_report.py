@@ -1,0 +1,238 @@
+"""build_report: grouping and mean ± std, "not run" with its command, problems for non-runs,
+figures in both files (relative paths / data URIs), HTML escaping, legacy result files."""
+
+from __future__ import annotations
+
+import base64
+import html
+import re
+import statistics
+import sys
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fake_runs import write_run
+
+from varcon.reporting import build_report, evaluation_command, group_runs, load_run
+
+LINEAR = [90.0, 91.5, 93.25]  # linear top-1 of the three varcon seeds
+KNN = [88.0, 88.5, 90.0]
+
+
+def _expected(values: list[float], decimals: int = 2) -> str:
+    return (f"{statistics.fmean(values):.{decimals}f} ± "
+            f"{statistics.stdev(values):.{decimals}f}")
+
+
+def _first_table(md: str) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the first Markdown table, cells without Markdown escapes."""
+    lines = md[md.index("\n| ") + 1:].split("\n\n", 1)[0].splitlines()
+
+    def cells(line: str) -> list[str]:
+        return [c.strip().replace("\\", "") for c in re.split(r"(?<!\\)\|", line)[1:-1]]
+
+    return cells(lines[0]), [cells(line) for line in lines[2:]]
+
+
+@pytest.fixture(scope="module")
+def report(full_run_figures: tuple[Path, Any], tmp_path_factory: pytest.TempPathFactory
+           ) -> dict[str, Any]:
+    root = tmp_path_factory.mktemp("report")
+    full, _ = full_run_figures  # seed 0 of the varcon group, its figures already drawn
+    seeds = [full]
+    for seed in (1, 2):
+        overrides = {"train": {"device": "cpu"}, "data": {"num_workers": 0}} if seed == 1 else {}
+        seeds.append(write_run(root / f"varcon-s{seed}", seed=seed, overrides=overrides,
+                               arrays=False))
+    # the session run has the helper's default accuracies; give every seed its known value
+    for run, top1, knn in zip(seeds, LINEAR, KNN, strict=True):
+        for name, old, new in (("linear.json", '"top1": 90.0', f'"top1": {top1}'),
+                               ("knn.json", '"20": 88.0', f'"20": {knn}')):
+            path = run / "eval" / name
+            text = path.read_text()
+            assert old in text
+            path.write_text(text.replace(old, new))
+    supcon = write_run(root / "supcon-s0", method="supcon", evals=("linear", "knn"),
+                       arrays=False)
+    ablation = write_run(root / "fixed-tau2", overrides={"loss": {"epsilon": 0.0}},
+                         evals=("linear",), arrays=False,
+                         class_names=["<b>", *(f"c{i}" for i in range(1, 10))])
+    junk = root / "not-a-run"
+    junk.mkdir()
+    (junk / "notes.txt").write_text("hello")
+    bad_yaml = root / "bad-yaml"
+    bad_yaml.mkdir()
+    (bad_yaml / "config.yaml").write_text("name: [unclosed\n")
+    # make the session run's figures newer than its edited eval files: they stay as drawn
+    manifest = full / "figures" / "figures.json"
+    manifest.write_bytes(manifest.read_bytes())
+    out = root / "out"
+    result = build_report([*seeds, junk, supcon, ablation, bad_yaml], out)
+    return {"result": result, "seeds": seeds, "supcon": supcon, "ablation": ablation,
+            "junk": junk, "bad_yaml": bad_yaml, "out": out,
+            "md": result.markdown.read_text(), "html": result.html.read_text()}
+
+
+def test_files_written_and_non_runs_are_problems(report: dict[str, Any]) -> None:
+    result = report["result"]
+    assert result.markdown == report["out"] / "report.md"
+    assert result.html == report["out"] / "report.html"
+    assert len(result.problems) == 2
+    assert str(report["junk"]) in result.problems[0] and "config.yaml" in result.problems[0]
+    assert str(report["bad_yaml"]) in result.problems[1]
+    assert result.runs == [*report["seeds"], report["supcon"], report["ablation"]]
+    for text in (report["md"], html.unescape(report["html"])):
+        assert "Problems" in text and "not-a-run" in text
+        for run in result.runs:  # every run is reported
+            assert run.name in text
+    leftovers = [p for p in report["out"].rglob("*") if p.name.endswith(".tmp")]
+    assert leftovers == []
+
+
+def test_first_table_groups_seeds_with_mean_and_sample_std(report: dict[str, Any]) -> None:
+    md = report["md"]
+    assert md.index("| group |") < md.index("\n## ")  # the first thing after the intro
+    header, rows = _first_table(md)
+    assert len(rows) == 3  # varcon seeds, supcon, the eps = 0 ablation
+    assert "loss.epsilon" in header  # the one config key that differs between groups
+    for bookkeeping in ("seed", "name", "train.device", "data.num_workers", "output_dir"):
+        assert bookkeeping not in header
+    col = {h: i for i, h in enumerate(header)}
+    varcon, supcon, ablation = rows
+    assert varcon[col["n runs (seeds)"]] == "3 (0, 1, 2)"
+    assert varcon[col["linear top-1 (%)"]] == _expected(LINEAR)
+    assert varcon[col["kNN top-1 k=20 (%)"]] == _expected(KNN)
+    assert (varcon[col["loss.epsilon"]], ablation[col["loss.epsilon"]]) == ("0.02", "0.0")
+    assert supcon[col["method"]] == "supcon"
+    assert supcon[col["linear top-1 (%)"]] == "90.00 ± –"  # n = 1
+    assert varcon[col["ARI kmeans"]] == "0.700 ± 0.000"
+    for name in ("few-shot 5-way 1-shot ncm (%)", "mean corruption accuracy (%)",
+                 "transfer → cifar100 top-1 (%)", "ARI kmeans"):
+        assert supcon[col[name]] == "not run"
+    assert "91.58 ± 1.63" == _expected(LINEAR)  # the helper's arithmetic, by hand
+
+
+def test_not_run_lists_the_command(report: dict[str, Any]) -> None:
+    supcon = report["supcon"]
+    for protocol in ("fewshot", "cluster", "robustness"):
+        command = evaluation_command(protocol, supcon)
+        assert command == f"varcon {protocol} --checkpoint {supcon}"
+        assert f"`{command}`" in report["md"]
+        assert f"<code>{html.escape(command)}</code>" in report["html"]
+    transfer = evaluation_command("transfer", supcon, "cifar100")
+    assert f"`{transfer}`" in report["md"]
+    assert "data.dataset=cifar100 data.root=..." in transfer
+    linear_cmd = evaluation_command("linear", supcon)
+    assert linear_cmd not in report["md"]  # supcon has its linear probe
+    varcon_fewshot = evaluation_command("fewshot", report["seeds"][0])
+    assert varcon_fewshot not in report["md"]
+
+
+def test_every_figure_is_in_both_files(report: dict[str, Any]) -> None:
+    import json
+
+    out, md, page = report["out"], report["md"], report["html"]
+    figure_dirs = sorted((out / "figures").iterdir())
+    assert len(figure_dirs) == 3  # the first run of each group
+    total = 0
+    for folder in figure_dirs:
+        pngs = sorted(folder.glob("*.png"))
+        assert pngs, folder
+        for png in pngs:
+            assert f"](figures/{folder.name}/{png.name})" in md
+            uri = "data:image/png;base64," + base64.b64encode(png.read_bytes()).decode()
+            assert uri in page
+        total += len(pngs)
+    seed0 = json.loads((report["seeds"][0] / "figures" / "figures.json").read_text())
+    assert len(list((out / "figures" / "full").glob("*.png"))) == len(seed0["figures"]) >= 8
+    assert page.count("<img ") == total == page.count('src="data:image/png;base64,')
+    assert md.count("![") == total
+    assert "random_state = 0" in md.replace("\\", "")  # the settings each figure came from
+
+
+def test_html_escapes_file_strings_and_is_well_formed(report: dict[str, Any]) -> None:
+    page, md = report["html"], report["md"]
+    assert "&lt;b&gt;" in page and "<b>" not in page
+    assert "&lt;b&gt;" in md and "<b>" not in md
+
+    class Counter(HTMLParser):
+        def __init__(self) -> None:
+            super().__init__()
+            self.open: list[str] = []
+
+        def handle_starttag(self, tag: str, attrs: Any) -> None:
+            if tag not in ("meta", "img", "br"):
+                self.open.append(tag)
+
+        def handle_endtag(self, tag: str) -> None:
+            assert self.open.pop() == tag
+
+    parser = Counter()
+    parser.feed(page)
+    assert parser.open == []
+
+
+def test_partial_group_and_legacy_files(tmp_path: Path) -> None:
+    """A seed without kNN gives (n=2); a run with only the old RUN_DIR/linear.json and
+    RUN_DIR/knn.json is read from them; a corrupt eval file is a problem, the run stays."""
+    runs = [write_run(tmp_path / f"s{s}", seed=s, evals=("linear", "knn") if s else ("linear",),
+                      knn_top1=80.0 + s, arrays=False, tau2_epochs=None) for s in range(3)]
+    legacy = write_run(tmp_path / "old", method="ce", evals=(), arrays=False)
+    (legacy / "linear.json").write_text('{"top1": 77.5, "top5": 95.0}')
+    (legacy / "knn.json").write_text('{"top1": 70.25, "top5": 90.0, "k": 200, '
+                                     '"temperature": 0.1}')
+    (runs[2] / "eval" / "cluster.json").write_text("not json")
+    result = build_report([*runs, legacy], tmp_path / "out", figures="none")
+    assert len(result.problems) == 1 and "cluster.json" in result.problems[0]
+    header, rows = _first_table(result.markdown.read_text())
+    col = {h: i for i, h in enumerate(header)}
+    assert rows[0][col["kNN top-1 k=20 (%)"]] == f"{_expected([81.0, 82.0])} (n=2)"
+    assert rows[1][col["kNN top-1 k=200 (%)"]] == "70.25 ± –"
+    assert rows[1][col["linear top-1 (%)"]] == "77.50 ± –"
+    assert rows[0][col["kNN top-1 k=200 (%)"]] == f"{_expected([80.0, 81.0])} (n=2)"
+    md = result.markdown.read_text()
+    assert f"`{evaluation_command('knn', runs[0])}`" in md
+    assert "Figures" not in md.split("## Per-run values")[1]
+
+
+def test_only_non_runs_still_writes_a_report(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    result = build_report([tmp_path / "a", tmp_path / "missing"], tmp_path / "out")
+    assert len(result.problems) == 2 and result.runs == []
+    assert "No run could be read" in result.markdown.read_text()
+    assert "missing" in result.html.read_text()
+
+
+def test_figures_drawn_when_absent_or_reported_when_matplotlib_is_missing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    run = write_run(tmp_path / "r", method="supcon", evals=("linear",), arrays=False)
+    result = build_report([run], tmp_path / "out", figures="all")
+    assert (run / "figures" / "figures.json").is_file()  # drawn into the run directory
+    assert (tmp_path / "out" / "figures" / "r" / "training_curves.png").is_file()
+    assert result.warnings == []
+
+    other = write_run(tmp_path / "q", method="supcon", evals=("linear",), arrays=False)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    result = build_report([other], tmp_path / "out2")
+    assert any('pip install "varcon[plots]"' in w for w in result.warnings)
+    assert result.problems == []
+    assert "linear top-1" in result.markdown.read_text()
+
+
+def test_group_runs_ignores_bookkeeping_only(tmp_path: Path) -> None:
+    a = load_run(write_run(tmp_path / "a", seed=0, evals=(), arrays=False, tau2_epochs=None))
+    b = load_run(write_run(tmp_path / "b", seed=5, evals=(), arrays=False, tau2_epochs=None,
+                           overrides={"train": {"device": "cuda", "progress": "off"},
+                                      "data": {"num_workers": 16}}))
+    c = load_run(write_run(tmp_path / "c", seed=0, evals=(), arrays=False, tau2_epochs=None,
+                           overrides={"optim": {"lr": 0.1}}))
+    groups, differing = group_runs([a, b, c])
+    assert [[r.path.name for r in g] for g in groups] == [["a", "b"], ["c"]]
+    assert differing == ["optim.lr"]
+
+
+def test_bad_figures_argument(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="figures="):
+        build_report([], tmp_path, figures="some")  # type: ignore[arg-type]
