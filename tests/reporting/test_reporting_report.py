@@ -184,6 +184,8 @@ def test_partial_group_and_legacy_files(tmp_path: Path) -> None:
     (legacy / "knn.json").write_text('{"top1": 70.25, "top5": 90.0, "k": 200, '
                                      '"temperature": 0.1}')
     (runs[2] / "eval" / "cluster.json").write_text("not json")
+    # an earlier result kept by a re-run is not a transfer target of its own
+    (runs[0] / "eval" / "transfer_cifar100-20261123-120000.json").write_text("{}")
     result = build_report([*runs, legacy], tmp_path / "out", figures="none")
     assert len(result.problems) == 1 and "cluster.json" in result.problems[0]
     header, rows = _first_table(result.markdown.read_text())
@@ -194,6 +196,8 @@ def test_partial_group_and_legacy_files(tmp_path: Path) -> None:
     assert rows[0][col["kNN top-1 k=200 (%)"]] == f"{_expected([80.0, 81.0])} (n=2)"
     md = result.markdown.read_text()
     assert f"`{evaluation_command('knn', runs[0])}`" in md
+    assert "20261123" not in md
+    assert f"`{evaluation_command('transfer', runs[0])}`" in md  # no target known: placeholder
     assert "Figures" not in md.split("## Per-run values")[1]
 
 

@@ -143,14 +143,19 @@ class _Ctx:
         self.result.append(path)
         self.result.records.append(record)
 
-    def class_names(self, count: int) -> list[str]:
+    def class_names(self, count: int, exact: bool = True) -> list[str]:
         """Names of the training dataset's classes, from an eval JSON that evaluated on it
-        (transfer files name another dataset's classes), else "0", "1", ..."""
-        trained_on = (self.config.get("data") or {}).get("dataset")
+        (transfer files name another dataset's classes), else "0", "1", ...
+
+        ``exact``: the list must have ``count`` names (a [C, C] matrix); otherwise at least
+        ``count`` (labels of a subsample index the full class list)."""
+        data = self.config.get("data")
+        trained_on = data.get("dataset") if isinstance(data, dict) else None
         for prefer_same in (True, False):
             for key, env in self.evals.items():
                 names = env.get("class_names")
-                if not isinstance(names, list) or len(names) != count:
+                if not isinstance(names, list) or len(names) < count or (
+                        exact and len(names) != count):
                     continue
                 same = (env.get("eval_dataset") in (None, trained_on, env.get("dataset"))
                         and not key.startswith("transfer:"))
@@ -444,8 +449,8 @@ def _fig_embeddings(ctx: _Ctx) -> None:
     norms = np.linalg.norm(features, axis=1, keepdims=True)
     features = features / np.maximum(norms, 1e-12)
     count = int(labels.max()) + 1 if labels.size else 0
-    names = ctx.class_names(count)
-    info = ctx.eval_info("linear") or ctx.eval_info("cluster")
+    names = ctx.class_names(count, exact=False)
+    info = ctx.eval_info("cluster") or ctx.eval_info("linear")  # cluster writes the embeddings
     info.pop("settings", None)
 
     from sklearn.manifold import TSNE

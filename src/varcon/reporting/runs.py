@@ -54,6 +54,8 @@ IGNORED_CONFIG_KEYS: frozenset[str] = frozenset({
 })
 
 _TRANSFER_RE = re.compile(r"^transfer_(.+)\.json$")
+# Re-running an evaluation keeps the earlier file as <stem>-<YYYYmmdd-HHMMSS>[-n].json: not current.
+_KEPT_COPY_RE = re.compile(r"-\d{8}-\d{6}(?:-\d+)?$")
 
 
 class _YamlLoader(yaml.SafeLoader):
@@ -204,7 +206,7 @@ def read_eval_files(run_dir: Path) -> tuple[dict[str, dict[str, Any]], dict[str,
     if eval_dir.is_dir():
         for path in sorted(eval_dir.glob("transfer_*.json")):
             match = _TRANSFER_RE.match(path.name)
-            if match:
+            if match and not _KEPT_COPY_RE.search(match.group(1)):
                 candidates.append((f"transfer:{match.group(1)}", "transfer", path))
     for key, protocol, path in candidates:
         if key in evals or not path.is_file():
