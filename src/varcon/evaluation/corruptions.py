@@ -13,12 +13,13 @@ Two sources of corrupted test images:
 Every dataset here yields ``(image, label)`` with ``image`` a uint8 tensor [C, H, W], like the
 datasets of :mod:`varcon.data`.
 
-Generated corruptions use the ImageNet-C parameters at every image size: blur radii, frost
-textures and snow flakes are in absolute pixels calibrated for 224 x 224, so on 32 x 32 images
-the spatial corruptions are much stronger than in the published CIFAR-10-C (which its authors
-made with separate, smaller constants). Numbers on generated CIFAR-size corruptions are
-therefore comparable between runs of this project, not with published CIFAR-10-C results; use
-the published files (:class:`CifarCDataset`) for that.
+Generated corruptions use the ImageNet-C parameters at every image size (the library has no
+others): blur radii, frost textures and snow flakes are in absolute pixels calibrated for
+224 x 224. The published CIFAR-10-C was made with separate, milder constants for all 19
+corruptions (e.g. Gaussian noise sigma 0.04-0.10 there against 0.08-0.38 here, defocus disk
+radius 0.3-1.5 px against 3-10 px). Accuracies on generated CIFAR-size corruptions are
+therefore comparable between runs of this project, not with published CIFAR-10-C numbers;
+use the published files (:class:`CifarCDataset`) for those.
 """
 
 from __future__ import annotations
@@ -124,7 +125,7 @@ def _check_seed(seed: int | None) -> None:
 
 def _to_uint8(result: Any) -> np.ndarray:
     # The library returns float arrays in [0, 255] or PIL images; like its own corrupt() (and
-    # the published CIFAR-10-C / ImageNet-C files) floats are truncated, not rounded.
+    # the scripts that made CIFAR-10-C / ImageNet-C: np.uint8) floats are truncated.
     return np.asarray(result).astype(np.uint8)
 
 
