@@ -24,16 +24,11 @@ import torch
 
 from varcon.data import MultiView, TransformedDataset
 from varcon.data.sampling import EpochBatchSampler
-from varcon.engine.config import apply_overrides, config_from_dict, read_yaml, resolve_config_path
-from varcon.engine.data import build_train_data
-from varcon.engine.pretrain import (
-    build_from_spec,
-    build_loss,
-    network_spec,
-    pretrain,
-    seed_everything,
-)
-from varcon.engine.schedule import WarmupCosine, build_optimizer
+from varcon.engine.pretrain import build_loss, pretrain, seed_everything
+from varcon.models import build_network_from_spec
+from varcon.runtime.config import apply_overrides, config_from_dict, read_yaml, resolve_config_path
+from varcon.runtime.data import build_train_data, run_network_spec
+from varcon.runtime.schedule import WarmupCosine, build_optimizer
 
 
 def make_config(args: argparse.Namespace, out: Path):
@@ -62,7 +57,7 @@ def plain_loop(cfg) -> float:
         batch_sampler=sampler, num_workers=cfg.data.num_workers,
         persistent_workers=cfg.data.num_workers > 0,
     )
-    net = build_from_spec(network_spec(cfg, data.info, data.image_size))
+    net = build_network_from_spec(run_network_spec(cfg, data))
     loss_fn = build_loss(cfg, data.info.num_classes)
     optimizer = build_optimizer(net, "sgd", cfg.optim.lr, cfg.optim.momentum,
                                 cfg.optim.weight_decay)

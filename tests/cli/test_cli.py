@@ -16,22 +16,24 @@ def test_pretrain_then_linear(tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["pretrain", "--output-dir", str(run), *TINY]) == 0
     out = capsys.readouterr().out
-    assert "results" in out and "linear_top1" in out and "knn_top1" in out
-    first = json.loads((run / "linear.json").read_text())
+    assert "results" in out and "linear_top1" in out and "knn_top1@5" in out
+    assert "kmeans_nmi" in out and "ward_ari" in out  # clustering joins the results table
+    first = json.loads((run / "eval" / "linear.json").read_text())
 
     ckpt = run / "checkpoints" / "last.pt"
     assert main(["linear", "--checkpoint", str(ckpt), "linear.epochs=3"]) == 0
-    assert "linear_top1" in capsys.readouterr().out
-    second = json.loads((run / "linear.json").read_text())
-    assert second["epochs"] == 3 and first["epochs"] == 2
+    out = capsys.readouterr().out
+    assert "top1" in out and str(run / "eval") in out
+    second = json.loads((run / "eval" / "linear.json").read_text())
+    assert second["settings"]["epochs"] == 3 and first["settings"]["epochs"] == 2
     # the earlier result is kept, not overwritten
-    kept = [p for p in run.glob("linear-*.json")]
+    kept = [p for p in (run / "eval").glob("linear-*.json")]
     assert len(kept) == 1 and json.loads(kept[0].read_text()) == first
 
     other = tmp_path / "elsewhere"
     assert main(["linear", "--checkpoint", str(run), "--output-dir", str(other),
-                 "knn.enabled=false", "linear.epochs=1"]) == 0
-    assert json.loads((other / "linear.json").read_text())["epochs"] == 1
+                 "linear.epochs=1"]) == 0
+    assert json.loads((other / "linear.json").read_text())["settings"]["epochs"] == 1
 
 
 def test_unknown_override_is_reported(tmp_path, capsys):
@@ -60,5 +62,5 @@ def test_quickstart_reaches_98_percent(tmp_path, capsys):
     top-1 on the digits test split."""
     run = tmp_path / "quickstart"
     assert main(["pretrain", "--output-dir", str(run), "train.progress=off"]) == 0
-    linear = json.loads((run / "linear.json").read_text())
-    assert linear["dataset"] == "digits" and linear["top1"] >= 98.0, linear
+    linear = json.loads((run / "eval" / "linear.json").read_text())
+    assert linear["dataset"] == "digits" and linear["results"]["top1"] >= 98.0, linear

@@ -4,6 +4,7 @@ PyTorch. Runs in-process (``varcon.cli.main.main``) on tiny generated trees."""
 
 from __future__ import annotations
 
+import json
 import warnings
 from pathlib import Path
 
@@ -136,15 +137,27 @@ def digits_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return run
 
 
-def test_linear_on_dataset_with_other_classes_is_refused(digits_run, tmp_path, capsys):
+def test_linear_on_dataset_with_other_classes_probes_it(digits_run, tmp_path, capsys):
+    """Evaluating the encoder on other data (other classes) trains a probe for that data."""
     root = write_image_folder(tmp_path / "tree", per_class=4, size=(8, 8), mode="L")
     code, _, err = run_cli(capsys, "linear", "--checkpoint",
                            str(digits_run / "checkpoints" / "last.pt"),
-                           "--output-dir", str(tmp_path / "eval"),
+                           "--output-dir", str(tmp_path / "eval"), "linear.epochs=1",
                            "data.dataset=imagefolder", f"data.root={root}", "data.image_size=8")
+    assert code == 0, err
+    record = json.loads((tmp_path / "eval" / "linear.json").read_text())
+    assert record["dataset"] == "digits" and record["eval_dataset"] == "tree"
+    assert record["class_names"] == ["a", "b", "c"]
+
+
+def test_evaluation_on_data_with_other_channels_is_refused(digits_run, tmp_path, capsys):
+    root = write_image_folder(tmp_path / "tree", per_class=4, size=(8, 8), mode="RGB")
+    code, _, err = run_cli(capsys, "knn", "--checkpoint", str(digits_run),
+                           "--output-dir", str(tmp_path / "eval"),
+                           "data.dataset=imagefolder", f"data.root={root}")
     assert code == 2
-    assert_clean_error(err, "does not match", "num_classes: checkpoint 10 vs config 3")
-    assert not (tmp_path / "eval" / "linear.json").exists()
+    assert_clean_error(err, "3 channel(s)", "trained on 1")
+    assert not (tmp_path / "eval").exists()
 
 
 def test_linear_with_architecture_override_is_refused(digits_run, tmp_path, capsys):
@@ -152,9 +165,9 @@ def test_linear_with_architecture_override_is_refused(digits_run, tmp_path, caps
                            "--output-dir", str(tmp_path / "eval"), "model.encoder=resnet18",
                            "model.head_dim=64")
     assert code == 2
-    assert_clean_error(err, "does not match", "encoder: checkpoint 'small_cnn' vs config "
-                       "'resnet18'", "head_dim: checkpoint 128 vs config 64",
-                       "drop the overrides")
+    assert_clean_error(err, "change the checkpoint's network", "encoder: checkpoint "
+                       "'small_cnn' vs overrides 'resnet18'",
+                       "head_dim: checkpoint 128 vs overrides 64", "drop them")
 
 
 def test_linear_with_matching_overrides_runs(digits_run, tmp_path, capsys):
@@ -162,7 +175,7 @@ def test_linear_with_matching_overrides_runs(digits_run, tmp_path, capsys):
                              "--output-dir", str(tmp_path / "eval"), "linear.epochs=1",
                              "knn.enabled=false")
     assert code == 0, err
-    assert (tmp_path / "eval" / "linear.json").is_file() and "linear_top1" in out
+    assert (tmp_path / "eval" / "linear.json").is_file() and "top1" in out
 
 
 def _truncated_copy(run: Path, dest: Path) -> Path:

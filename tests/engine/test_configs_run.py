@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 from datagen import write_cifar_python, write_image_folder
-from varcon.engine.config import apply_overrides, config_from_dict, read_yaml, resolve_config_path
 from varcon.engine.pretrain import pretrain
+from varcon.runtime.config import apply_overrides, config_from_dict, read_yaml, resolve_config_path
 
 pytestmark = pytest.mark.slow
 
@@ -39,5 +39,5 @@ def test_config_runs_one_step(name, tmp_path):
     cfg = config_from_dict(apply_overrides(data, overrides))
     summary = pretrain(cfg)
     assert (tmp_path / "run" / "checkpoints" / "last.pt").is_file()
-    assert (tmp_path / "run" / "linear.json").is_file()
+    assert (tmp_path / "run" / "eval" / "linear.json").is_file()
     assert 0 <= summary["linear_top1"] <= 100

@@ -15,18 +15,18 @@ SCRIPT = textwrap.dedent(
     import os, sys
     import torch
     import varcon.engine.pretrain as P
-    from varcon.engine.config import apply_overrides, config_from_dict, read_yaml
-    from varcon.engine.config import resolve_config_path
+    from varcon.runtime.config import apply_overrides, config_from_dict, read_yaml
+    from varcon.runtime.config import resolve_config_path
 
     built = []
-    original = P.build_from_spec
+    original = P.build_network_from_spec
 
     def capture(spec):
         net = original(spec)
         built.append(net)
         return net
 
-    P.build_from_spec = capture  # keep a handle on each rank's network
+    P.build_network_from_spec = capture  # keep a handle on each rank's network
     out = sys.argv[1]
     data = read_yaml(resolve_config_path("digits"))
     cfg = config_from_dict(apply_overrides(data, sys.argv[2:]))

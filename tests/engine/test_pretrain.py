@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from varcon.engine.checkpoint import load_checkpoint
-from varcon.engine.config import ConfigError, apply_overrides, config_from_dict, read_yaml
-from varcon.engine.config import resolve_config_path as _resolve
 from varcon.engine.pretrain import pretrain
+from varcon.models import load_checkpoint
+from varcon.runtime.config import ConfigError, apply_overrides, config_from_dict, read_yaml
+from varcon.runtime.config import resolve_config_path as _resolve
 
 FAST = [
     "optim.epochs=2", "optim.warmup_epochs=1", "optim.batch_size=64", "linear.epochs=2",
@@ -44,12 +44,18 @@ def test_digits_run_writes_everything(tmp_path):
         assert state["format"] == "varcon"
     assert load_checkpoint(run)["epoch"] == 2
     assert list((run / "tensorboard").iterdir())
-    linear = json.loads((run / "linear.json").read_text())
-    assert {"top1", "top5", "epochs", "dataset"} <= set(linear)
-    assert linear["epochs"] == 2 and linear["dataset"] == "digits"
+    record = json.loads((run / "eval" / "linear.json").read_text())
+    linear = record["results"]
+    assert record["settings"]["epochs"] == 2 and record["dataset"] == "digits"
+    assert record["protocol"] == "linear" and record["method"] == "varcon"
     assert 0 <= linear["top1"] <= linear["top5"] <= 100
-    knn = json.loads((run / "knn.json").read_text())
-    assert summary["linear_top1"] == linear["top1"] and summary["knn_top1"] == knn["top1"]
+    knn = json.loads((run / "eval" / "knn.json").read_text())["results"]
+    assert summary["linear_top1"] == linear["top1"] and summary["knn_top1@5"] == knn["top1"]["5"]
+    cluster = json.loads((run / "eval" / "cluster.json").read_text())["results"]
+    assert summary["kmeans_nmi"] == cluster["algorithms"]["kmeans"]["nmi"]
+    # the probe's classifier is saved for robustness evaluation
+    probe = torch.load(run / "eval" / "linear_probe.pt", weights_only=True)
+    assert probe["weight"].shape == (10, 128) and probe["num_classes"] == 10
     # well above chance (10%) after 2 short epochs
     assert linear["top1"] > 40
 

@@ -20,10 +20,10 @@ from torch import nn
 import varcon.engine.pretrain as pretrain_mod
 import varcon.engine.rundir as rundir_mod
 from varcon.cli.main import main
-from varcon.engine.checkpoint import load_checkpoint
-from varcon.engine.config import Config, apply_overrides, config_from_dict, read_yaml
-from varcon.engine.config import resolve_config_path as _resolve
 from varcon.engine.pretrain import TrainingDiverged, TrainingInterrupted, pretrain
+from varcon.models import load_checkpoint
+from varcon.runtime.config import Config, apply_overrides, config_from_dict, read_yaml
+from varcon.runtime.config import resolve_config_path as _resolve
 
 STEPS = 6  # steps per epoch
 FAST = [
@@ -159,7 +159,7 @@ def test_nonfinite_steps_are_skipped_and_counted(tmp_path, monkeypatch, capsys):
 def test_skipped_step_leaves_batchnorm_statistics_intact(tmp_path, monkeypatch):
     """NaN produced inside the network (e.g. corrupt input) must not reach the BatchNorm
     running statistics through a skipped step."""
-    real = pretrain_mod.build_from_spec
+    real = pretrain_mod.build_network_from_spec
     calls = [0]
 
     def poison(module: nn.Module, args: tuple[torch.Tensor, ...]) -> Any:
@@ -173,7 +173,7 @@ def test_skipped_step_leaves_batchnorm_statistics_intact(tmp_path, monkeypatch):
         net.register_forward_pre_hook(poison)
         return net
 
-    monkeypatch.setattr(pretrain_mod, "build_from_spec", build)
+    monkeypatch.setattr(pretrain_mod, "build_network_from_spec", build)
     pretrain(digits_config(tmp_path, "optim.epochs=2"))
     assert [r["skipped_steps"] for r in records(tmp_path / "run")] == [2, 0]
     state = load_checkpoint(tmp_path / "run")["model"]

@@ -1,4 +1,5 @@
-"""Parse, call, print. Everything else lives in :mod:`varcon.engine`."""
+"""Parse, call, print. Training lives in :mod:`varcon.engine`, evaluation in
+:mod:`varcon.evaluation`, figures and reports in :mod:`varcon.reporting`."""
 
 from __future__ import annotations
 
@@ -15,8 +16,22 @@ EPILOG = """examples:
   varcon pretrain --config cifar10 data.root=/data/cifar optim.epochs=10
   torchrun --nproc_per_node=8 -m varcon pretrain --config imagenet1k data.root=/data/imagenet
   varcon pretrain --resume runs/digits-20261122-101500
-  varcon linear --checkpoint runs/RUN/checkpoints/last.pt linear.epochs=20
+  varcon linear --checkpoint runs/RUN linear.epochs=20
+  varcon knn --checkpoint runs/RUN knn.k=[10,20,200]
+  varcon fewshot --checkpoint runs/RUN fewshot.episodes=600
+  varcon transfer --checkpoint runs/RUN data.dataset=cifar100 data.root=/data/cifar100
+  varcon robustness --checkpoint runs/RUN --baseline runs/CE_RUN
+  varcon report runs/VARCON runs/SUPCON runs/CE --output reports/cmp
 overrides are key=value with dotted keys (optim.lr=0.1, data.augment_params.hflip_p=0)."""
+
+EVAL_HELP = {
+    "linear": "linear probe of a checkpoint's frozen encoder (saves the classifier)",
+    "knn": "weighted kNN accuracy of a checkpoint's features",
+    "cluster": "clustering scores (agglomerative, k-means) and class-centroid similarity",
+    "fewshot": "N-way K-shot episodes on frozen features",
+    "transfer": "linear probe on another dataset (data.dataset=... data.root=...)",
+    "robustness": "accuracy of encoder + probe on corrupted test images",
+}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -31,10 +46,22 @@ def _parser() -> argparse.ArgumentParser:
     pre.add_argument("--output-dir", help="run directory (default runs/<name>-<timestamp>)")
     pre.add_argument("--resume", help="continue the run in this directory from its last.pt")
     pre.add_argument("overrides", nargs="*", metavar="key=value")
-    lin = sub.add_parser("linear", help="linear evaluation of a checkpoint's encoder")
-    lin.add_argument("--checkpoint", required=True, help="checkpoints/last.pt or a run dir")
-    lin.add_argument("--output-dir", help="where linear.json goes (default: the run dir)")
-    lin.add_argument("overrides", nargs="*", metavar="key=value")
+    for name, text in EVAL_HELP.items():
+        ev = sub.add_parser(name, help=text, description=text)
+        ev.add_argument("--checkpoint", required=True,
+                        help="a run directory or a checkpoint file (checkpoints/last.pt)")
+        ev.add_argument("--output-dir", help="where results go (default: RUN_DIR/eval)")
+        if name == "robustness":
+            ev.add_argument("--baseline", help="run directory whose robustness.json is the "
+                            "baseline of mCE / relative mCE")
+        ev.add_argument("overrides", nargs="*", metavar="key=value",
+                        help="evaluation (knn.k=[20,200]) or data (data.root=...) settings")
+    fig = sub.add_parser("figures", help="PNG figures of a run (tau2, curves, t-SNE, ...)")
+    fig.add_argument("run_dir")
+    fig.add_argument("--output-dir", help="default: RUN_DIR/figures")
+    rep = sub.add_parser("report", help="Markdown + HTML report putting runs side by side")
+    rep.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    rep.add_argument("--output", required=True, help="folder for report.md and report.html")
     sub.add_parser("configs", help="list the shipped configs")
     return parser
 
@@ -51,9 +78,9 @@ def _print_summary(summary: dict) -> None:
 
 
 def _pretrain(args: argparse.Namespace) -> int:
-    from varcon.engine import config as C
     from varcon.engine.pretrain import pretrain
     from varcon.engine.rundir import resume_dir
+    from varcon.runtime import config as C
 
     overrides = list(args.overrides)
     if args.resume:
@@ -78,13 +105,54 @@ def _pretrain(args: argparse.Namespace) -> int:
     return 0
 
 
-def _linear(args: argparse.Namespace) -> int:
-    from varcon.engine.linear import linear_from_checkpoint
+def _flatten(prefix: str, value: object, rows: list[tuple[str, str]]) -> None:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _flatten(f"{prefix}.{k}" if prefix else str(k), v, rows)
+    elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+        for item in value:  # few-shot tasks
+            label = " ".join(f"{k}={item[k]}" for k in ("n_way", "k_shot", "classifier")
+                             if k in item)
+            shown = f"{item.get('mean', float('nan')):.2f} ± {item.get('ci95', 0):.2f}"
+            rows.append((f"{prefix} {label}".strip(), shown))
+    elif isinstance(value, float):
+        rows.append((prefix, f"{value:.4g}" if abs(value) < 1 else f"{value:.2f}"))
+    elif value is not None:
+        rows.append((prefix, str(value)))
 
-    summary = linear_from_checkpoint(args.checkpoint, args.overrides, args.output_dir)
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from varcon.evaluation.commands import evaluate_checkpoint
+
+    out = evaluate_checkpoint(args.command, args.checkpoint, args.overrides, args.output_dir,
+                              baseline=getattr(args, "baseline", None))
     if int(os.environ.get("RANK", "0")) == 0:
-        _print_summary(summary)
+        rows: list[tuple[str, str]] = []
+        results = dict(out["results"])
+        results.pop("per_corruption", None)  # per-type figures are in the JSON file
+        _flatten("", results, rows)
+        rows.append(("written to", out["output_dir"]))
+        print(f"\n{args.command} ({out['eval_dataset']})\n" + _table(rows), flush=True)
     return 0
+
+
+def _figures(args: argparse.Namespace) -> int:
+    from varcon.reporting import make_figures
+
+    written = make_figures(args.run_dir, args.output_dir)
+    for path in written:
+        print(path)
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from varcon.reporting import build_report
+
+    result = build_report(args.run_dirs, args.output)
+    print(f"{result.markdown}\n{result.html}")
+    for problem in result.problems:
+        print(f"error: {problem}", file=sys.stderr)
+    return 1 if result.problems else 0
 
 
 def _configs() -> int:
@@ -103,8 +171,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "pretrain":
             return _pretrain(args)
-        if args.command == "linear":
-            return _linear(args)
+        if args.command in EVAL_HELP:
+            return _evaluate(args)
+        if args.command == "figures":
+            return _figures(args)
+        if args.command == "report":
+            return _report(args)
         return _configs()
     except TrainingInterrupted as exc:
         print(f"interrupted: {exc}", file=sys.stderr, flush=True)
@@ -112,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingDiverged as exc:
         print(f"error: training diverged: {exc}", file=sys.stderr, flush=True)
         return 1
-    except (ValueError, FileNotFoundError) as exc:  # ConfigError, CheckpointError, bad data
+    except (ValueError, FileNotFoundError, ImportError) as exc:
+        # ConfigError, CheckpointError, bad data, a missing optional extra
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return 2

@@ -1,6 +1,8 @@
-"""Training and evaluation engine: config, pre-training loop, linear probe, checkpoints.
+"""Training: the pre-training loop and its run directory.
 
-Submodules are imported on first use, so reading a config does not import the models.
+The shared runtime (config, data building, processes, checkpoints writing, schedules) is in
+:mod:`varcon.runtime`; evaluation protocols are in :mod:`varcon.evaluation`.
+Submodules are imported on first use.
 """
 
 from __future__ import annotations
@@ -9,13 +11,9 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "Config": "config",
-    "ConfigError": "config",
-    "load_config": "config",
     "TrainingDiverged": "pretrain",
     "TrainingInterrupted": "pretrain",
     "pretrain": "pretrain",
-    "linear_from_checkpoint": "linear",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -1,7 +1,8 @@
 """Contrastive (VarCon, SupCon) and cross-entropy pre-training: the whole loop in one file.
 
 Read top to bottom: set-up (processes, run directory, data, network, loss, optimiser),
-optional resume, then the epoch loop, then linear and kNN evaluation. One code path
+optional resume, then the epoch loop, then evaluation (kNN, clustering, linear probe:
+:mod:`varcon.evaluation`). One code path
 serves 1 process and N processes (``torchrun``), CPU and GPU.
 """
 
@@ -23,24 +24,28 @@ from torch.nn.parallel import DistributedDataParallel
 
 from varcon.data import MultiView, TransformedDataset
 from varcon.data.sampling import EpochBatchSampler
+from varcon.evaluation.commands import evaluate_after_pretrain
 from varcon.losses import SupConLoss, VarConLoss
-from varcon.models import build_network
-
-from .checkpoint import (
+from varcon.models import CheckpointError, build_network_from_spec, load_checkpoint
+from varcon.runtime.checkpoint import (
     FORMAT_VERSION,
-    CheckpointError,
     atomic_save,
     capture_rng_state,
-    load_checkpoint,
     restore_rng_state,
 )
-from .config import Config, config_to_dict
-from .data import build_train_data
-from .distributed import DistContext, all_reduce_sum, barrier, setup_distributed, teardown
-from .linear import evaluate_encoder
-from .logger import Progress, RunLogger
+from varcon.runtime.config import Config, config_to_dict
+from varcon.runtime.data import build_train_data, run_network_spec
+from varcon.runtime.distributed import (
+    DistContext,
+    all_reduce_sum,
+    barrier,
+    setup_distributed,
+    teardown,
+)
+from varcon.runtime.logger import Progress, RunLogger
+from varcon.runtime.schedule import WarmupCosine, build_optimizer
+
 from .rundir import prepare_run_dir
-from .schedule import WarmupCosine, build_optimizer
 
 __all__ = ["TrainingDiverged", "TrainingInterrupted", "pretrain", "seed_everything"]
 
@@ -106,31 +111,6 @@ def build_loss(cfg: Config, num_classes: int) -> nn.Module:
     return nn.CrossEntropyLoss()
 
 
-def network_spec(cfg: Config, info: Any, image_size: int) -> dict[str, Any]:
-    """What is needed to rebuild the network from a checkpoint (plain data)."""
-    return {
-        "method": cfg.method,
-        "encoder": cfg.model.encoder,
-        "num_classes": int(info.num_classes),
-        "in_channels": int(info.channels),
-        "image_size": int(image_size),
-        "head_dim": int(cfg.model.head_dim),
-        "head_hidden": cfg.model.head_hidden,
-    }
-
-
-def build_from_spec(spec: dict[str, Any]) -> nn.Module:
-    return build_network(
-        spec["method"],
-        spec["encoder"],
-        num_classes=spec["num_classes"],
-        in_channels=spec["in_channels"],
-        image_size=spec["image_size"],
-        head_dim=spec["head_dim"],
-        head_hidden=spec["head_hidden"],
-    )
-
-
 def pretrain(cfg: Config) -> dict[str, Any]:
     """Run pre-training (and, if ``cfg.linear.run_after_pretrain``, linear + kNN
     evaluation). Returns a summary dict (rank 0 holds the full one)."""
@@ -179,8 +159,8 @@ def _pretrain(cfg: Config, ctx: DistContext) -> dict[str, Any]:
     if cfg.train.max_steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, cfg.train.max_steps_per_epoch)
 
-    spec = network_spec(cfg, data.info, data.image_size)
-    net = build_from_spec(spec)
+    spec = run_network_spec(cfg, data)
+    net = build_network_from_spec(spec)
     if ctx.distributed and cfg.model.sync_batchnorm:
         net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
     memory_format = torch.channels_last if cfg.model.channels_last else torch.contiguous_format
@@ -396,7 +376,7 @@ def _pretrain(cfg: Config, ctx: DistContext) -> dict[str, Any]:
     summary: dict[str, Any] = {"run_dir": str(run_dir), "epochs": cfg.optim.epochs,
                                "method": cfg.method, "dataset": cfg.data.dataset}
     if cfg.linear.run_after_pretrain:
-        summary.update(evaluate_encoder(cfg, net, data, ctx, run_dir))
+        summary.update(evaluate_after_pretrain(cfg, net, data, ctx, run_dir, last_good))
     return summary
 
 

@@ -6,8 +6,8 @@ import os
 import time
 from pathlib import Path
 
-from .config import Config, save_config
-from .distributed import DistContext, broadcast_object
+from varcon.runtime.config import Config, save_config
+from varcon.runtime.distributed import DistContext, broadcast_object
 
 __all__ = ["prepare_run_dir"]
 

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 from torch import nn
 
-__all__ = ["create_model", "list_models", "register_model"]
+__all__ = ["check_model_kwargs", "create_model", "list_models", "register_model"]
 
 Factory = Callable[..., nn.Module]
 F = TypeVar("F", bound=Factory)
@@ -62,6 +62,14 @@ def _check_kwargs(name: str, fn: Factory, kwargs: dict[str, Any]) -> None:
         raise TypeError(
             f"model {name!r} got unknown argument(s) {unknown}; accepted: {sorted(accepted)}"
         )
+
+
+def check_model_kwargs(name: str, kwargs: dict[str, Any]) -> None:
+    """Raise ``ValueError`` for an unknown model name and ``TypeError`` for arguments its
+    factory does not accept, without building the model (config validation uses this)."""
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown model {name!r}; available: {', '.join(list_models())}")
+    _check_kwargs(name, _REGISTRY[name], kwargs)
 
 
 def create_model(name: str, **kwargs: Any) -> nn.Module:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -26,14 +27,18 @@ from typing import Any
 import yaml
 
 __all__ = [
+    "ClusterConfig",
     "Config",
     "ConfigError",
     "DataConfig",
+    "EvalConfig",
+    "FewshotConfig",
     "KnnConfig",
     "LinearConfig",
     "LossConfig",
     "ModelConfig",
     "OptimConfig",
+    "RobustnessConfig",
     "TrainConfig",
     "apply_overrides",
     "config_from_dict",
@@ -76,11 +81,17 @@ class DataConfig:
     augment_params: dict[str, Any] = field(default_factory=dict)  # constructor overrides
     num_workers: int = 2
     views: int = 2  # augmented views per image for contrastive methods (ce uses 1)
+    # Class subsets (names or indices; applied to every split, labels renumbered 0..K-1 in the
+    # dataset's class order): pre-train on some classes, evaluate transfer on the others.
+    classes: list[Any] | None = None  # keep only these classes
+    exclude_classes: list[Any] | None = None  # drop these classes
+    per_class: int | None = None  # training split: a seeded class-balanced subset of N per class
 
 
 @dataclass
 class ModelConfig:
     encoder: str = "small_cnn"  # any name from varcon.models.list_models()
+    kwargs: dict[str, Any] = field(default_factory=dict)  # factory arguments, e.g. {width: 16}
     head_dim: int = 128
     head_hidden: int | None = None  # None = encoder width
     sync_batchnorm: bool = False
@@ -139,10 +150,48 @@ class LinearConfig:
 
 
 @dataclass
+class EvalConfig:
+    features: str = "encoder"  # encoder | head (kNN, clustering, few-shot; the probe: encoder)
+    cache_features: bool = False  # keep extracted features in <output>/features/ (float16)
+    batch_size: int = 256  # feature extraction batch (global)
+
+
+@dataclass
 class KnnConfig:
-    enabled: bool = True
-    k: int = 200
+    enabled: bool = True  # run after pre-training
+    k: list[int] = field(default_factory=lambda: [20, 200])  # one number or a list
     temperature: float = 0.1
+
+
+@dataclass
+class ClusterConfig:
+    enabled: bool = True  # run after pre-training
+    algorithms: list[str] = field(
+        default_factory=lambda: ["kmeans", "agglomerative_ward", "agglomerative_average_cosine"]
+    )
+    max_samples: int = 10000  # class-balanced subsample above this (agglomerative is O(N^2))
+    seed: int = 0
+
+
+@dataclass
+class FewshotConfig:
+    n_way: int = 5
+    shots: list[int] = field(default_factory=lambda: [1, 5])
+    n_query: int = 15
+    episodes: int = 2000
+    classifiers: list[str] = field(default_factory=lambda: ["ncm", "logreg"])
+    center: bool = False  # SimpleShot's CL2N: subtract the mean feature, then L2-normalise
+    classes: list[Any] | None = None  # episodes only from these classes (names or indices)
+    seed: int = 0
+
+
+@dataclass
+class RobustnessConfig:
+    root: str | None = None  # published CIFAR-10-C/-100-C or ImageNet-C folder; None: generate
+    corruptions: list[str] | None = None  # None: the 15 ImageNet-C types
+    severities: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5])
+    max_images: int | None = None  # class-balanced subset of the test split per corruption
+    seed: int = 0
 
 
 @dataclass
@@ -158,7 +207,11 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     linear: LinearConfig = field(default_factory=LinearConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     knn: KnnConfig = field(default_factory=KnnConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    fewshot: FewshotConfig = field(default_factory=FewshotConfig)
+    robustness: RobustnessConfig = field(default_factory=RobustnessConfig)
 
 
 # ----------------------------------------------------------------------------- parsing
@@ -200,6 +253,8 @@ def _coerce(value: Any, tp: Any, key: str, problems: list[str]) -> Any:
         (item_tp,) = typing.get_args(tp)
         if isinstance(value, tuple):
             value = list(value)
+        if item_tp is not Any and not isinstance(value, list) and _is_scalar(value, item_tp):
+            value = [value]  # knn.k=20 means [20]
         if not isinstance(value, list):
             problems.append(f"{key}: expected a list, got {value!r}")
             return value
@@ -228,6 +283,14 @@ def _coerce(value: Any, tp: Any, key: str, problems: list[str]) -> Any:
             problems.append(f"{key}: expected a string, got {value!r}")
         return value
     return value
+
+
+def _is_scalar(value: Any, tp: Any) -> bool:
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp is str:
+        return isinstance(value, str)
+    return False
 
 
 def _build(cls: type, data: Any, prefix: str, problems: list[str]) -> Any:
@@ -276,9 +339,28 @@ def config_to_dict(cfg: Config) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, reading ``5e-4`` and ``1E5`` as floats.
+
+    PyYAML follows YAML 1.1, whose float pattern needs a dot (``5.0e-4``); everyone writes
+    ``5e-4``, and YAML 1.2 reads it as a number, so we do too.
+    """
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"""),
+    list("-+0123456789"),
+)
+
+
+def _safe_load(stream: Any) -> Any:
+    return yaml.load(stream, Loader=_Loader)  # a SafeLoader subclass: no arbitrary objects
+
+
 def _parse_value(text: str) -> Any:
     try:
-        return yaml.safe_load(text) if text != "" else ""
+        return _safe_load(text) if text != "" else ""
     except yaml.YAMLError:
         return text
 
@@ -332,7 +414,7 @@ def resolve_config_path(name_or_path: str | Path) -> Path:
 def read_yaml(path: str | Path) -> dict[str, Any]:
     try:
         with open(path, encoding="utf-8") as fh:
-            data = yaml.safe_load(fh)
+            data = _safe_load(fh)
     except yaml.YAMLError as exc:
         raise ConfigError([f"{path}: not valid YAML: {exc}"]) from exc
     if data is None:
@@ -410,9 +492,11 @@ def validate_config(cfg: Config) -> None:
     if o.epochs < 1:
         p.append(f"optim.epochs: must be >= 1, got {o.epochs}")
     if o.warmup_epochs < 0 or o.warmup_epochs >= o.epochs:
+        fix = max(0, min(o.warmup_epochs, o.epochs - 1))
         p.append(
             f"optim.warmup_epochs: must be >= 0 and shorter than training "
-            f"(optim.epochs = {o.epochs}), got {o.warmup_epochs}"
+            f"(optim.epochs = {o.epochs}), got {o.warmup_epochs}; set "
+            f"optim.warmup_epochs={fix} (or fewer) with optim.epochs={o.epochs}"
         )
     if not 0 < o.warmup_from <= 1:
         p.append(f"optim.warmup_from: must be in (0, 1], got {o.warmup_from}")
@@ -432,10 +516,74 @@ def validate_config(cfg: Config) -> None:
     if not li.lr > 0:
         p.append(f"linear.lr: must be > 0, got {li.lr}")
     if li.warmup_epochs < 0 or li.warmup_epochs >= li.epochs:
-        p.append(f"linear.warmup_epochs: must be >= 0 and < linear.epochs, got {li.warmup_epochs}")
-    if cfg.knn.k < 1:
-        p.append(f"knn.k: must be >= 1, got {cfg.knn.k}")
-    if not cfg.knn.temperature > 0:
-        p.append(f"knn.temperature: must be > 0, got {cfg.knn.temperature}")
+        fix = max(0, min(li.warmup_epochs, li.epochs - 1))
+        p.append(f"linear.warmup_epochs: must be >= 0 and < linear.epochs ({li.epochs}), got "
+                 f"{li.warmup_epochs}; set linear.warmup_epochs={fix} (or fewer)")
+    _validate_data_subsets(p, cfg.data)
+    _validate_model_kwargs(p, cfg.model)
+    _validate_evaluation(p, cfg)
     if p:
         raise ConfigError(p)
+
+
+def _validate_data_subsets(p: list[str], d: DataConfig) -> None:
+    for key in ("classes", "exclude_classes"):
+        values = getattr(d, key)
+        if values is None:
+            continue
+        if not values:
+            p.append(f"data.{key}: give at least one class name or index, or null for all")
+        bad = [v for v in values if isinstance(v, bool) or not isinstance(v, (int, str))]
+        if bad:
+            p.append(f"data.{key}: entries must be class names or integer indices, got {bad}")
+    if d.classes and d.exclude_classes:
+        overlap = sorted({str(v) for v in d.classes} & {str(v) for v in d.exclude_classes})
+        if overlap:
+            p.append(f"data.classes and data.exclude_classes both name {overlap}")
+    if d.per_class is not None and d.per_class < 1:
+        p.append(f"data.per_class: must be >= 1 (or null for all images), got {d.per_class}")
+
+
+def _validate_model_kwargs(p: list[str], m: ModelConfig) -> None:
+    reserved = sorted({"in_channels", "image_size"} & set(m.kwargs))
+    if reserved:
+        p.append(f"model.kwargs: {reserved} are set from the data; remove them from model.kwargs")
+    from varcon.models.registry import check_model_kwargs  # the registry knows the factories
+
+    try:
+        check_model_kwargs(m.encoder, {k: v for k, v in m.kwargs.items() if k not in reserved})
+    except (TypeError, ValueError) as exc:
+        p.append(f"model: {exc}")
+
+
+def _validate_evaluation(p: list[str], cfg: Config) -> None:
+    _choice(p, "eval.features", cfg.eval.features, ("encoder", "head"))
+    if cfg.eval.batch_size < 1:
+        p.append(f"eval.batch_size: must be >= 1, got {cfg.eval.batch_size}")
+    if not cfg.knn.k or any(k < 1 for k in cfg.knn.k):
+        p.append(f"knn.k: give one or more integers >= 1, e.g. knn.k=[20,200]; got {cfg.knn.k}")
+    if not cfg.knn.temperature > 0:
+        p.append(f"knn.temperature: must be > 0, got {cfg.knn.temperature}")
+    algorithms = ("kmeans", "agglomerative_ward", "agglomerative_average_cosine")
+    unknown = [a for a in cfg.cluster.algorithms if a not in algorithms]
+    if unknown or not cfg.cluster.algorithms:
+        p.append(f"cluster.algorithms: choose from {', '.join(algorithms)}; got "
+                 f"{cfg.cluster.algorithms}")
+    if cfg.cluster.max_samples < 2:
+        p.append(f"cluster.max_samples: must be >= 2, got {cfg.cluster.max_samples}")
+    f = cfg.fewshot
+    for key in ("n_way", "n_query", "episodes"):
+        if getattr(f, key) < 1:
+            p.append(f"fewshot.{key}: must be >= 1, got {getattr(f, key)}")
+    if f.n_way < 2:
+        p.append(f"fewshot.n_way: an episode needs >= 2 classes, got {f.n_way}")
+    if not f.shots or any(k < 1 for k in f.shots):
+        p.append(f"fewshot.shots: give one or more integers >= 1, e.g. [1,5]; got {f.shots}")
+    unknown = [c for c in f.classifiers if c not in ("ncm", "logreg")]
+    if unknown or not f.classifiers:
+        p.append(f"fewshot.classifiers: choose from ncm, logreg; got {f.classifiers}")
+    r = cfg.robustness
+    if not r.severities or any(s not in (1, 2, 3, 4, 5) for s in r.severities):
+        p.append(f"robustness.severities: integers from 1 to 5, got {r.severities}")
+    if r.max_images is not None and r.max_images < 1:
+        p.append(f"robustness.max_images: must be >= 1 (or null), got {r.max_images}")

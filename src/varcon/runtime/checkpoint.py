@@ -1,4 +1,4 @@
-"""Checkpoints that survive crashes and load safely.
+"""Writing checkpoints that survive crashes (reading them: :mod:`varcon.models.checkpoint`).
 
 * Written to a temporary file in the same directory, flushed to disk, then renamed
   over the target (``os.replace`` is atomic): a crash or ``kill -9`` at any moment
@@ -11,28 +11,16 @@
 from __future__ import annotations
 
 import os
-import pickle
 import random
-import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-__all__ = [
-    "CheckpointError",
-    "atomic_save",
-    "capture_rng_state",
-    "load_checkpoint",
-    "restore_rng_state",
-]
+__all__ = ["FORMAT_VERSION", "atomic_save", "capture_rng_state", "restore_rng_state"]
 
 FORMAT_VERSION = 1
-
-
-class CheckpointError(ValueError):
-    """A checkpoint is missing, truncated, unsafe or does not fit the model."""
 
 
 def atomic_save(obj: dict[str, Any], path: str | Path) -> None:
@@ -57,35 +45,6 @@ def atomic_save(obj: dict[str, Any], path: str | Path) -> None:
             os.close(dir_fd)
     except OSError:
         pass
-
-
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load a varcon checkpoint with ``weights_only=True``; clear errors otherwise."""
-    path = Path(path)
-    if path.is_dir():
-        candidate = path / "checkpoints" / "last.pt"
-        path = candidate if candidate.exists() else path / "last.pt"
-    if not path.is_file():
-        raise CheckpointError(
-            f"checkpoint not found: {path}; pass a run directory or its checkpoints/last.pt"
-        )
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise CheckpointError(
-            f"refused to load {path}: it holds objects other than tensors and plain data, "
-            "which could run code when unpickled (only weights_only=True loading is allowed). "
-            f"Details: {str(exc).splitlines()[0]}"
-        ) from exc
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as exc:
-        raise CheckpointError(
-            f"cannot read checkpoint {path}: the file is truncated or not a PyTorch checkpoint "
-            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}). "
-            "Use an earlier checkpoint (checkpoints/epoch_<k>.pt) if there is one."
-        ) from exc
-    if not isinstance(obj, dict) or obj.get("format") != "varcon" or "model" not in obj:
-        raise CheckpointError(f"{path} is not a varcon checkpoint (no 'format: varcon' entry)")
-    return obj
 
 
 def capture_rng_state() -> dict[str, Any]:

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from varcon.engine.schedule import LARS, WarmupCosine, build_optimizer
+from varcon.runtime.schedule import LARS, WarmupCosine, build_optimizer
 
 
 def test_warmup_then_cosine():

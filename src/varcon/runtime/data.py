@@ -9,11 +9,12 @@ from typing import Any
 import torch
 
 from varcon.data import build_dataset, build_transform
+from varcon.data.subsets import select_classes, take_per_class
 
 from .config import Config
 from .distributed import DistContext, barrier
 
-__all__ = ["RunData", "build_split", "build_train_data"]
+__all__ = ["RunData", "build_split", "build_train_data", "run_network_spec"]
 
 
 @dataclass
@@ -27,17 +28,24 @@ class RunData:
 
 
 def build_split(cfg: Config, split: str, ctx: DistContext | None = None) -> Any:
-    """Load one split. Rank 0 loads first (it may write the decoded-image cache);
-    the other ranks then read it."""
+    """Load one split, restricted to ``data.classes``/``data.exclude_classes`` (and, for
+    the training split, ``data.per_class`` images per class, seeded by ``cfg.seed``).
+
+    Rank 0 loads first (it may write the decoded-image cache); the other ranks then read it.
+    """
     d = cfg.data
 
     def load() -> Any:
-        return build_dataset(
+        dataset = build_dataset(
             d.dataset, d.root, split, download=d.download, image_size=d.image_size,
             cache=d.cache, cache_dir=d.cache_dir, bad_files=d.bad_files,
             # normalisation statistics always come from the training split
             stats=d.stats if split == "train" and d.dataset == "imagefolder" else "default",
         )
+        dataset = select_classes(dataset, d.classes, d.exclude_classes)
+        if split == "train" and d.per_class is not None:
+            dataset = take_per_class(dataset, d.per_class, seed=cfg.seed)
+        return dataset
 
     if ctx is None or not ctx.distributed:
         return load()
@@ -64,3 +72,15 @@ def build_train_data(cfg: Config, ctx: DistContext | None = None) -> RunData:
         cfg.data.augment, image_size, mean, std, **cfg.data.augment_params
     )
     return RunData(dataset, info, image_size, mean, std, transform)
+
+
+def run_network_spec(cfg: Config, data: RunData) -> dict[str, Any]:
+    """The network spec (plain data, stored in checkpoints) of a run's config and data."""
+    from varcon.models import network_spec
+
+    return network_spec(
+        cfg.method, cfg.model.encoder, num_classes=data.info.num_classes,
+        in_channels=data.info.channels, image_size=data.image_size,
+        head_dim=cfg.model.head_dim, head_hidden=cfg.model.head_hidden,
+        encoder_kwargs=cfg.model.kwargs, mean=data.mean, std=data.std,
+    )

@@ -2,8 +2,8 @@ import pytest
 
 from datagen import write_image_folder
 from varcon.data import IMAGENET_MEAN, compute_mean_std
-from varcon.engine.config import config_from_dict
-from varcon.engine.data import build_split, build_train_data
+from varcon.runtime.config import config_from_dict
+from varcon.runtime.data import build_split, build_train_data
 
 
 def _cfg(root, **data):

@@ -6,7 +6,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from varcon.engine.config import (
+from varcon.runtime.config import (
     Config,
     ConfigError,
     _valid_keys,

@@ -6,17 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from varcon.engine.checkpoint import (
-    CheckpointError,
-    atomic_save,
-    capture_rng_state,
-    load_checkpoint,
-    restore_rng_state,
-)
+from varcon.models import CheckpointError, load_checkpoint
+from varcon.runtime.checkpoint import atomic_save, capture_rng_state, restore_rng_state
 
 
 def _ckpt(**extra):
-    return {"format": "varcon", "model": {"w": torch.ones(2)}, "config": {"a": [1, 2]}, **extra}
+    return {"format": "varcon", "model": {"w": torch.ones(2)}, "config": {"a": [1, 2]},
+            "network": {"encoder": "small_cnn"}, **extra}
 
 
 def test_roundtrip_weights_only(tmp_path):

@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from varcon.engine.config import (
+from varcon.runtime.config import (
     Config,
     ConfigError,
     apply_overrides,

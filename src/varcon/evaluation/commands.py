@@ -1,0 +1,87 @@
+"""Entry points of the evaluation commands and of the evaluation that ends pre-training.
+
+``evaluate_checkpoint("knn", "runs/RUN")`` is what ``varcon knn --checkpoint runs/RUN`` runs;
+``evaluate_after_pretrain`` is called by the training loop with the network in memory (one
+way: evaluation never imports the training loop).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from varcon.runtime.config import Config
+from varcon.runtime.data import RunData
+from varcon.runtime.distributed import DistContext
+
+from .linear import run_linear
+from .protocols import run_cluster, run_fewshot, run_knn, run_transfer
+from .session import EvalSession, eval_session
+
+__all__ = ["PROTOCOLS", "evaluate_after_pretrain", "evaluate_checkpoint"]
+
+PROTOCOLS = ("linear", "knn", "cluster", "fewshot", "transfer", "robustness")
+
+
+def _run(protocol: str, session: EvalSession, baseline: str | None) -> dict[str, Any]:
+    if protocol == "linear":
+        return run_linear(session)
+    if protocol == "knn":
+        return run_knn(session)
+    if protocol == "cluster":
+        return run_cluster(session)
+    if protocol == "fewshot":
+        return run_fewshot(session)
+    if protocol == "transfer":
+        return run_transfer(session)
+    if protocol == "robustness":
+        from .robustness import run_robustness  # needs the optional corruptions package
+
+        return run_robustness(session, baseline=baseline)
+    raise ValueError(f"unknown evaluation {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
+
+
+def evaluate_checkpoint(
+    protocol: str,
+    checkpoint: str | Path,
+    overrides: list[str] | None = None,
+    output_dir: str | Path | None = None,
+    *,
+    baseline: str | None = None,
+) -> dict[str, Any]:
+    """Run one evaluation protocol on a checkpoint (file or run directory).
+
+    Returns ``{"results": ..., "output_dir": ..., "protocol": ...}`` (results on rank 0).
+    """
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown evaluation {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
+    with eval_session(checkpoint, overrides, output_dir) as session:
+        session.prepare_output()
+        results = _run(protocol, session, baseline)
+        return {"protocol": protocol, "results": results, "output_dir": str(session.out_dir),
+                "eval_dataset": session.context()["eval_dataset"]}
+
+
+def evaluate_after_pretrain(cfg: Config, net: nn.Module, data: RunData, ctx: DistContext,
+                            run_dir: Path, checkpoint: Path) -> dict[str, Any]:
+    """kNN and clustering (when enabled) and the linear probe into ``run_dir/eval``; the
+    training split is encoded once for all three. Returns the headline figures."""
+    session = EvalSession.from_network(cfg, net, data, ctx, run_dir / "eval", checkpoint)
+    session.prepare_output()
+    summary: dict[str, Any] = {}
+    if cfg.knn.enabled:
+        knn = run_knn(session)
+        for k, value in knn.get("top1", {}).items():
+            summary[f"knn_top1@{k}"] = value
+    if cfg.cluster.enabled:
+        scores = run_cluster(session).get("algorithms", {})
+        for algo, short in (("kmeans", "kmeans"), ("agglomerative_ward", "ward")):
+            if algo in scores:
+                summary[f"{short}_nmi"] = scores[algo]["nmi"]
+                summary[f"{short}_ari"] = scores[algo]["ari"]
+    linear = run_linear(session)
+    summary["linear_top1"] = linear["top1"]
+    summary["linear_top5"] = linear["top5"]
+    return summary
