@@ -73,7 +73,7 @@ class FigureRecord:
     settings: dict[str, Any] = field(default_factory=dict)
 
 
-class FigureList(list):  # list[Path], so callers can treat it as the list of written files
+class FigureList(list[Path]):  # callers can treat it as the plain list of written files
     """The PNGs written (a ``list[Path]``), plus:
 
     ``records``: a :class:`FigureRecord` per PNG; ``skipped``: figures not drawn because their
