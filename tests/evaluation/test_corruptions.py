@@ -286,6 +286,22 @@ def test_corrupted_dataset_digits_and_errors() -> None:
     assert not hasattr(CorruptedDataset(no_info, "fog", 1), "info")
 
 
+@needs_lib
+def test_glass_blur_dataset_warms_the_kernel_up_before_workers_fork(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Building a glass_blur dataset runs glass_blur once, in the building process: numba
+    compiles the library's kernel there (4-5 s), and forked DataLoader workers inherit it
+    instead of compiling it each (measured: 5.1 s in a fresh fork, 0.005 s after a warm-up)."""
+    import varcon.evaluation.corruptions as module
+
+    calls = []
+    monkeypatch.setattr(module, "corrupt", lambda im, name, sev, seed=None: calls.append(name))
+    CorruptedDataset(_tensor_dataset(n=1), "glass_blur", 2)
+    assert calls == ["glass_blur"]
+    CorruptedDataset(_tensor_dataset(n=1), "fog", 2)
+    assert calls == ["glass_blur"]
+
+
 # --------------------------------------------------------------------------- CIFAR-C reader
 
 

@@ -311,8 +311,9 @@ class CorruptedDataset(Dataset):
     precomputed: corruption runs in the DataLoader workers, one image at a time. ``info``
     and ``targets`` of the wrapped dataset are passed through when present.
 
-    In each new worker process the first glass_blur call compiles the library's numba
-    kernel (a few seconds).
+    For glass_blur the constructor compiles the library's numba kernel (4-5 s, once per
+    process), so that forked DataLoader workers start with it compiled; with the "spawn"
+    start method each worker still compiles it once.
     """
 
     def __init__(self, dataset: Dataset, name: str, severity: int, seed: int = 0) -> None:
@@ -323,6 +324,11 @@ class CorruptedDataset(Dataset):
                              "depend on worker and order)")
         _check_seed(seed)
         _library()  # fail here, not in a worker, when the package is missing
+        if name == "glass_blur":
+            # numba compiles the library's pixel-shuffle kernel on first use (4-5 s). Doing it
+            # here, in the process that builds the DataLoader, lets forked workers inherit the
+            # compiled code instead of each compiling it again for every severity.
+            corrupt(np.zeros((_MIN_SIDE, _MIN_SIDE, 3), np.uint8), name, 1, seed=0)
         self.dataset = dataset
         self.name = name
         self.severity = int(severity)
