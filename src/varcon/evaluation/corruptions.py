@@ -152,7 +152,9 @@ def _frost_texture(index: int) -> np.ndarray:
     return texture
 
 
-@functools.lru_cache(maxsize=24)
+# Images up to the textures' size (315 x 485 .. 600 x 900) share one entry per texture;
+# larger images need their own scale: a few sizes are kept (each texture up to a few MB).
+@functools.lru_cache(maxsize=12)
 def _frost_rescaled(index: int, width: int, height: int) -> np.ndarray:
     import cv2
 
@@ -165,7 +167,7 @@ def _frost(image: Any, severity: int) -> np.ndarray:
     """imagecorruptions' frost with its textures decoded and rescaled once per process.
 
     The library re-decodes a texture of up to 900 x 600 px and resizes it on every call
-    (~27 ms per 32 x 32 image, 40x its other corruptions); this makes the same random
+    (8-27 ms per 32 x 32 image here, ~20x its other corruptions); this makes the same random
     draws from np.random in the same order (texture, then crop row and column) and gives
     bit-identical output (tested against the library): the texture is scaled by
     1.1 * max(1, H / h, W / w) (bicubic), cropped at a random place to H x W, and mixed as
