@@ -62,6 +62,9 @@ def _parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="Markdown + HTML report putting runs side by side")
     rep.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     rep.add_argument("--output", required=True, help="folder for report.md and report.html")
+    rep.add_argument("--figures", choices=("groups", "all", "none"), default="groups",
+                     help="figures of the first run of each group (default), of every run, "
+                     "or none")
     sub.add_parser("configs", help="list the shipped configs")
     return parser
 
@@ -142,14 +145,20 @@ def _figures(args: argparse.Namespace) -> int:
     written = make_figures(args.run_dir, args.output_dir)
     for path in written:
         print(path)
+    for item in written.skipped:
+        print(f"skipped: {item}")
+    for warning in written.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     return 0
 
 
 def _report(args: argparse.Namespace) -> int:
     from varcon.reporting import build_report
 
-    result = build_report(args.run_dirs, args.output)
+    result = build_report(args.run_dirs, args.output, figures=args.figures)
     print(f"{result.markdown}\n{result.html}")
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     for problem in result.problems:
         print(f"error: {problem}", file=sys.stderr)
     return 1 if result.problems else 0
