@@ -172,7 +172,7 @@ def load_probe(path: Any) -> tuple[nn.Linear, dict[str, Any]]:
     return classifier.eval(), state
 
 
-def run_linear(session: EvalSession, *, name: str = "linear",
+def run_linear(session: EvalSession, *, name: str = "linear", protocol: str = "linear",
                settings_extra: dict[str, Any] | None = None,
                results_extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train the probe, test it, write ``<name>.json``, ``<name>_probe.pt`` and
@@ -192,6 +192,6 @@ def run_linear(session: EvalSession, *, name: str = "linear",
                     "seed": session.cfg.seed + 1, **(settings_extra or {})}
         save_probe(session, classifier, f"{name}_probe")
         save_array(session.out_dir / f"{name}_confusion.npy", confusion)
-        write_result(session.out_dir, name, results=result, settings=settings,
+        write_result(session.out_dir, protocol, name=name, results=result, settings=settings,
                      context=session.context("encoder"), seconds=time.perf_counter() - t0)
     return result

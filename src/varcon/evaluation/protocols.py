@@ -136,7 +136,8 @@ def run_transfer(session: EvalSession) -> dict[str, Any]:
     name = f"transfer_{_safe(target)}"
     extra = {"source_dataset": session.source["dataset"], "target_dataset": target,
              "target_root": session.cfg.data.root}
-    return run_linear(session, name=name, settings_extra=extra, results_extra={
+    return run_linear(session, name=name, protocol="transfer", settings_extra=extra,
+                      results_extra={
         "source_dataset": extra["source_dataset"], "target_dataset": target,
         "num_classes": session.num_classes})
 
