@@ -11,7 +11,7 @@ SEEDS="${SEEDS:-0}"
 COMMON=(
   data.dataset=imagefolder "data.root=$ROOT" data.per_class=300 data.num_workers=1
   model.encoder=resnet18 "model.kwargs={width: 16}"
-  optim.batch_size=256 optim.epochs=12 optim.warmup_epochs=1 optim.lr=0.125
+  optim.batch_size=128 optim.epochs=12 optim.warmup_epochs=1 optim.lr=0.1
   optim.weight_decay=1e-4 train.tau2_every=1 train.progress=lines train.save_every=0
   linear.augment=eval linear.epochs=30 linear.lr=1.0 linear.batch_size=256
   knn.k=[20,200]

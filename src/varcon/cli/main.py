@@ -136,7 +136,24 @@ def _evaluate(args: argparse.Namespace) -> int:
         _flatten("", results, rows)
         rows.append(("written to", out["output_dir"]))
         print(f"\n{args.command} ({out['eval_dataset']})\n" + _table(rows), flush=True)
+        if args.command == "cluster":
+            _cluster_figures(out["output_dir"])
     return 0
+
+
+def _cluster_figures(folder: str) -> None:
+    """The centroid similarity matrix and dendrogram as PNG, when matplotlib is there."""
+    from varcon.reporting import PlotsNotInstalledError, make_cluster_figures
+
+    try:
+        figures = make_cluster_figures(folder)
+    except PlotsNotInstalledError as exc:
+        print(f"note: no PNG figures: {exc}", flush=True)
+        return
+    for path in figures:
+        print(f"  figure      {path}")
+    for warning in figures.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
 
 
 def _figures(args: argparse.Namespace) -> int:

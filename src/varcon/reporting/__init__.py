@@ -6,7 +6,13 @@
 (``pip install "varcon[plots]"``); it is imported when a figure is drawn.
 """
 
-from .figures import FigureList, FigureRecord, PlotsNotInstalledError, make_figures
+from .figures import (
+    FigureList,
+    FigureRecord,
+    PlotsNotInstalledError,
+    make_cluster_figures,
+    make_figures,
+)
 from .report import ReportResult, build_report, evaluation_command, group_runs
 from .runs import IGNORED_CONFIG_KEYS, NotARunError, Run, load_run
 
@@ -22,5 +28,6 @@ __all__ = [
     "evaluation_command",
     "group_runs",
     "load_run",
+    "make_cluster_figures",
     "make_figures",
 ]

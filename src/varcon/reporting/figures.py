@@ -111,6 +111,10 @@ class _Ctx:
     result: FigureList
     mpl: tuple[Any, Any, Any]
     metrics_cache: tuple[list[dict[str, Any]], bool] | None = None
+    eval_dir: Path | None = None  # default RUN_DIR/eval
+
+    def eval_path(self, name: str) -> Path:
+        return (self.eval_dir or self.run_dir / "eval") / name
 
     @property
     def name(self) -> str:
@@ -566,7 +570,7 @@ def _fig_confusion(ctx: _Ctx) -> None:
 
 
 def _fig_similarity(ctx: _Ctx) -> None:
-    path = ctx.run_dir / "eval" / "centroid_similarity.npy"
+    path = ctx.eval_path("centroid_similarity.npy")
     if not path.is_file():
         ctx.skip("centroid similarity: no eval/centroid_similarity.npy (written by varcon "
                  "cluster)")
@@ -594,7 +598,7 @@ def _fig_similarity(ctx: _Ctx) -> None:
 
 
 def _fig_dendrogram(ctx: _Ctx) -> None:
-    path = ctx.run_dir / "eval" / "class_centroids.npy"
+    path = ctx.eval_path("class_centroids.npy")
     if not path.is_file():
         ctx.skip("dendrogram: no eval/class_centroids.npy (written by varcon cluster)")
         return
@@ -763,6 +767,33 @@ def make_figures(run_dir: str | os.PathLike[str],
     }
     result.manifest = out / MANIFEST_NAME
     atomic_write_text(result.manifest, json.dumps(manifest, indent=2, default=str) + "\n")
+    return result
+
+
+def make_cluster_figures(eval_dir: str | os.PathLike[str]) -> FigureList:
+    """The class-centroid similarity matrix and dendrogram of ``varcon cluster``'s output
+    folder, drawn into that folder (``centroid_similarity.png``, ``centroid_dendrogram.png``).
+
+    Class names come from the folder's ``cluster.json``. Raises
+    :class:`PlotsNotInstalledError` without matplotlib.
+    """
+    folder = Path(eval_dir)
+    mpl = _matplotlib()
+    result = FigureList()
+    evals: dict[str, dict[str, Any]] = {}
+    try:
+        evals["cluster"] = json.loads((folder / "cluster.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        result.warnings.append(f"{folder / 'cluster.json'}: {exc}; classes shown as numbers")
+    config: dict[str, Any] = {"name": evals.get("cluster", {}).get("method") or folder.name}
+    ctx = _Ctx(run_dir=folder, out_dir=folder, config=config, evals=evals, result=result,
+               mpl=mpl, eval_dir=folder)
+    for label, maker in (("centroid similarity", _fig_similarity),
+                         ("dendrogram", _fig_dendrogram)):
+        try:
+            maker(ctx)
+        except Exception as exc:  # one bad input must not stop the other figure
+            result.warnings.append(f"{label}: not drawn ({type(exc).__name__}: {exc})")
     return result
 
 
