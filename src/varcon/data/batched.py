@@ -23,10 +23,12 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as Fnn
 
-__all__ = ["SimAugmentParams", "apply_simaugment_batch", "draw_simaugment_params"]
+__all__ = ["SimAugmentParams", "apply_simaugment_batch", "draw_simaugment_params",
+           "draw_view_rows"]
 
 _GRAY = (0.2989, 0.587, 0.114)  # torchvision's rgb_to_grayscale weights
 _RATIO = (3.0 / 4.0, 4.0 / 3.0)
@@ -101,6 +103,38 @@ def draw_simaugment_params(
     return SimAugmentParams(boxes, flip, apply, factors, order, gray)
 
 
+def draw_view_rows(
+    n: int, height: int, width: int, *, crop_scale: tuple[float, float], hflip_p: float,
+    jitter: tuple[float, float, float, float], jitter_p: float, grayscale_p: float,
+    generators: Sequence[torch.Generator | None] | None = None,
+) -> list[tuple]:
+    """:func:`draw_simaugment_params` as Python values, one tuple per view: ``(box, flip,
+    jitter, factors, order, gray)`` with box = [top, left, height, width], factors =
+    [brightness, contrast, saturation, hue] (float32 values) and order a permutation of
+    0..3. The same uniforms in the same order give the same values (tested): a per-image
+    path without ~15 small tensor operations per image.
+    """
+    if generators is None:
+        rows = torch.rand(n, _N_UNIFORMS, dtype=torch.float64).tolist()
+    else:
+        rows = [torch.rand(_N_UNIFORMS, dtype=torch.float64, generator=g).tolist()
+                for g in generators]
+    b, c, s, h = jitter
+    lo = (max(1 - b, 0.0), max(1 - c, 0.0), max(1 - s, 0.0), -h)
+    span = (1 + b - lo[0], 1 + c - lo[1], 1 + s - lo[2], h - lo[3])
+    out = []
+    for r in rows:
+        box = list(_crop_box(r, height, width, crop_scale))
+        u = r[22:]
+        # float64 as draw_simaugment_params computes them, then rounded to float32
+        factors = np.array([lo[k] + span[k] * u[2 + k] for k in range(4)],
+                           dtype=np.float32).tolist()
+        order = sorted(range(4), key=u[6:10].__getitem__)
+        out.append((box, u[0] < hflip_p, u[1] < jitter_p, factors, order,
+                    u[10] < grayscale_p))
+    return out
+
+
 def _grayscale(x: torch.Tensor) -> torch.Tensor:
     """[N, 3, H, W] -> [N, 1, H, W] luma."""
     r, g, b = x.unbind(1)
@@ -153,8 +187,11 @@ def _adjust(x: torch.Tensor, op: int, f: torch.Tensor) -> torch.Tensor:
 def apply_simaugment_batch(
     images: torch.Tensor, params: SimAugmentParams, *, image_size: int,
     jitter: tuple[float, float, float, float], mean: Sequence[float], std: Sequence[float],
+    normalize: bool = True,
 ) -> torch.Tensor:
-    """Apply drawn parameters to uint8 images [N, C, H, W] -> float32 [N, C, S, S]."""
+    """Apply drawn parameters to uint8 images [N, C, H, W] -> float32 [N, C, S, S]
+    normalised by mean/std, or (``normalize=False``) uint8 [N, C, S, S] rounded from the
+    same float values (finish with :func:`varcon.data.views.normalize_uint8`)."""
     n, c = images.shape[:2]
     crops = torch.empty(n, c, image_size, image_size, dtype=torch.uint8)
     size = [image_size, image_size]
@@ -177,6 +214,8 @@ def apply_simaugment_batch(
                     x[sel] = _adjust(x[sel], op, params.factors[sel, op])
     if c == 3 and params.gray.any():
         x[params.gray] = _grayscale(x[params.gray]).expand(-1, 3, -1, -1)
+    if not normalize:  # values are in [0, 1]: round half up, via int32 (a fast cast)
+        return x.mul_(255.0).add_(0.5).to(torch.int32).to(torch.uint8)
     m = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
     s = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
     return x.sub_(m).div_(s)

@@ -15,6 +15,7 @@ uint8 tensor [N, C, H, W]; ``__getitem__`` is then an index. Large ImageFolder i
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import pickle
@@ -46,6 +47,7 @@ __all__ = [
     "IMAGENET_STD",
     "SMALL_IMAGE_MAX",
     "DatasetInfo",
+    "EncodedImage",
     "ImageFileDataset",
     "TensorImageDataset",
     "build_dataset",
@@ -146,13 +148,73 @@ class ImageFileDataset(Dataset):
         try:
             image = decode_image_file(path)
         except (OSError, RuntimeError, ValueError) as e:
-            raise ValueError(
-                f"cannot decode image file {path}: {e}. Remove or replace it; with "
-                "cache='none' a file is only decoded when first used, so bad_files='skip' "
-                "catches unreadable headers at load time but not truncated image data "
-                "(cache='memory' decodes everything up front)."
-            ) from e
+            raise _undecodable(path, e) from e
         return image, int(self.targets[index])
+
+    def encoded(self, index: int) -> EncodedImage:
+        """Item ``index``'s file, read but not decoded (see :class:`EncodedImage`)."""
+        path = self.paths[index]
+        try:
+            return EncodedImage(read_file(str(path)), path)
+        except (OSError, RuntimeError) as e:
+            raise _undecodable(path, e) from e
+
+
+def _undecodable(path: str | os.PathLike, e: Exception) -> ValueError:
+    return ValueError(
+        f"cannot decode image file {path}: {e}. Remove or replace it; with "
+        "cache='none' a file is only decoded when first used, so bad_files='skip' "
+        "catches unreadable headers at load time but not truncated image data "
+        "(cache='memory' decodes everything up front)."
+    )
+
+
+class EncodedImage:
+    """An image file's bytes, with the size its header gives, decodable at reduced scale.
+
+    Args:
+        data: the file's bytes, uint8 [n] (``torchvision.io.read_file``).
+        path: the file (named in errors).
+
+    ``size`` is ``(height, width)`` read from a JPEG header without decoding (None for
+    other formats, whose size is only known after :meth:`decode`). A JPEG can be decoded
+    at 1/2, 1/4 or 1/8 scale (libjpeg's DCT scaling through PIL's ``draft``): the scaled
+    decode costs a fraction of the full one and averages r x r blocks on the way.
+    """
+
+    __slots__ = ("data", "path", "size")
+
+    def __init__(self, data: torch.Tensor, path: str | os.PathLike) -> None:
+        self.data = data
+        self.path = path
+        self.size: tuple[int, int] | None = None
+        try:
+            with Image.open(io.BytesIO(data.numpy())) as im:  # header only
+                if im.format == "JPEG":
+                    self.size = (im.size[1], im.size[0])
+        except (OSError, ValueError):
+            pass  # not an image PIL knows: decode() reports it
+
+    def decode(self, reduce: int = 1) -> torch.Tensor:
+        """uint8 RGB [3, H', W'] (channels-last strides). ``reduce`` > 1 (a JPEG only:
+        1, 2, 4 or 8) gives H' = ceil(H / reduce), W' = ceil(W / reduce).
+
+        Raises:
+            ValueError: the file cannot be decoded (naming it), as
+                :meth:`ImageFileDataset.__getitem__` does.
+        """
+        try:
+            if reduce == 1 or self.size is None:
+                return _decode_data(self.data, self.path)
+            if reduce not in (2, 4, 8):
+                raise ValueError(f"reduce must be 1, 2, 4 or 8, got {reduce}")
+            height, width = self.size
+            with Image.open(io.BytesIO(self.data.numpy())) as im:
+                im.draft("RGB", (-(-width // reduce), -(-height // reduce)))
+                arr = np.array(im.convert("RGB"), dtype=np.uint8)  # [H', W', 3]
+        except (OSError, RuntimeError, ValueError) as e:
+            raise _undecodable(self.path, e) from e
+        return torch.from_numpy(arr).permute(2, 0, 1)
 
 
 # --------------------------------------------------------------------------- decoding
@@ -168,10 +230,15 @@ def decode_image_file(path: str | os.PathLike) -> torch.Tensor:
     Raises:
         OSError / RuntimeError / ValueError: the file is not a readable image.
     """
+    return _decode_data(read_file(str(path)), path)
+
+
+def _decode_data(data: torch.Tensor, path: str | os.PathLike) -> torch.Tensor:
+    """decode_image_file on the file's bytes (uint8 [n])."""
     try:
-        image = decode_image(read_file(str(path)), mode=ImageReadMode.RGB)
+        image = decode_image(data, mode=ImageReadMode.RGB)
     except RuntimeError:
-        with Image.open(path) as im:
+        with Image.open(io.BytesIO(data.numpy())) as im:
             if im.mode in ("I;16", "I;16B", "I;16L", "I"):
                 arr = np.asarray(im, dtype=np.int64)
                 # 16-bit samples: keep the high byte (same as scaling by 255/65535).

@@ -9,14 +9,21 @@ RNG, so ``TransformedDataset`` with ``(index, seed)`` keys makes it repeatable p
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable, Sequence
 
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, default_collate, get_worker_info
 from torchvision.transforms import v2
 
-from .batched import apply_simaugment_batch, draw_simaugment_params
-from .datasets import SMALL_IMAGE_MAX, DatasetInfo
+from .batched import (
+    SimAugmentParams,
+    apply_simaugment_batch,
+    draw_simaugment_params,
+    draw_view_rows,
+)
+from .datasets import SMALL_IMAGE_MAX, DatasetInfo, EncodedImage, ImageFileDataset
+from .views import ViewKernel, normalize_uint8
 
 __all__ = [
     "AutoAugmentTransform",
@@ -26,6 +33,7 @@ __all__ = [
     "RandAugmentTransform",
     "SimAugment",
     "TransformedDataset",
+    "ViewBatch",
     "build_transform",
 ]
 
@@ -95,11 +103,17 @@ class SimAugment(_Composed):
         jitter_p: probability of applying the colour jitter. Default 0.8.
         grayscale_p: probability of converting to grayscale. Default 0.2.
         mean, std: per-channel normalisation, [0, 1] units (required).
+        reduced_decode: in :meth:`views_from_file`, decode a JPEG at 1/2, 1/4 or 1/8
+            scale when every view's crop still has >= image_size pixels per side at
+            that scale. Default True (False: always decode at full size).
 
     On 1-channel images saturation, hue and grayscale are no-ops.
 
-    :meth:`apply_batch` applies the same distribution to a batch (one parameter draw per
-    image, batched pixel work): the fast path for small images.
+    :meth:`apply_batch` / :meth:`apply_views` apply the same distribution to a batch, one
+    parameter draw per image and view: for image_size <= 64 with batched pixel work
+    (:mod:`varcon.data.batched`), above that one view at a time on reused buffers
+    (:mod:`varcon.data.views`, rounded to uint8 once before normalising).
+    :meth:`views_from_file` draws the crops from a JPEG's header before decoding it.
     """
 
     def __init__(
@@ -113,6 +127,7 @@ class SimAugment(_Composed):
         grayscale_p: float = 0.2,
         mean: Sequence[float],
         std: Sequence[float],
+        reduced_decode: bool = True,
     ) -> None:
         image_size = _check_size(image_size)
         if len(jitter) != 4 or any(j < 0 for j in jitter) or jitter[3] > 0.5:
@@ -126,6 +141,8 @@ class SimAugment(_Composed):
         self.jitter_p = _check_p("jitter_p", jitter_p)
         self.grayscale_p = _check_p("grayscale_p", grayscale_p)
         self.mean, self.std = _check_stats(mean, std)
+        self.reduced_decode = bool(reduced_decode)
+        self.kernel = ViewKernel(image_size, self.jitter)
         self.pipeline = v2.Compose([
             v2.RandomResizedCrop(image_size, scale=self.crop_scale, antialias=True),
             v2.RandomHorizontalFlip(_check_p("hflip_p", hflip_p)),
@@ -135,13 +152,34 @@ class SimAugment(_Composed):
         ])
 
     def apply_batch(self, images: torch.Tensor,
-                    generators: Sequence[torch.Generator | None] | None = None
-                    ) -> torch.Tensor:
+                    generators: Sequence[torch.Generator | None] | None = None,
+                    *, normalize: bool = True) -> torch.Tensor:
         """Augment a batch: uint8 [N, C, H, W] -> float32 [N, C, S, S].
 
         Each image gets its own random parameters, drawn from the same distributions as
         :meth:`__call__` (from ``generators[k]`` for image k when given, else from the
-        global torch RNG).
+        global torch RNG). ``normalize=False``: uint8 views, to be finished by
+        :func:`varcon.data.views.normalize_uint8`.
+        """
+        return self.apply_views(images, 1, generators, normalize=normalize)[:, 0]
+
+    def draw(self, n: int, height: int, width: int,
+             generators: Sequence[torch.Generator | None] | None = None) -> SimAugmentParams:
+        """Parameters of ``n`` views of a height x width image (row k from
+        ``generators[k]``, or the global RNG)."""
+        return draw_simaugment_params(
+            n, height, width, crop_scale=self.crop_scale, hflip_p=self.hflip_p,
+            jitter=self.jitter, jitter_p=self.jitter_p, grayscale_p=self.grayscale_p,
+            generators=generators)
+
+    def apply_views(self, images: torch.Tensor, n_views: int,
+                    generators: Sequence[torch.Generator | None] | None = None,
+                    *, normalize: bool = True) -> torch.Tensor:
+        """``n_views`` views of each image: uint8 [N, C, H, W] -> [N, n_views, C, S, S]
+        (float32 normalised, or uint8 with ``normalize=False``).
+
+        Image k's views are drawn one after the other from ``generators[k]`` when given
+        (else from the global RNG): the draws of ``MultiView(SimAugment)``.
         """
         if images.dtype != torch.uint8 or images.ndim != 4:
             raise ValueError(f"apply_batch expects uint8 images [N, C, H, W], got "
@@ -149,12 +187,106 @@ class SimAugment(_Composed):
         if generators is not None and len(generators) != len(images):
             raise ValueError(f"{len(generators)} generators for {len(images)} images")
         n, _, height, width = images.shape
-        params = draw_simaugment_params(
+        gens = None if generators is None else [g for g in generators for _ in range(n_views)]
+        params = self.draw(n * n_views, height, width, gens)
+        if self.image_size <= SMALL_IMAGE_MAX:
+            reps = images.repeat_interleave(n_views, dim=0) if n_views > 1 else images
+            out = apply_simaugment_batch(reps, params, image_size=self.image_size,
+                                         jitter=self.jitter, mean=self.mean, std=self.std,
+                                         normalize=normalize)
+        else:
+            out = self.render(images, params, views_per_image=n_views)
+            if normalize:
+                out = normalize_uint8(out, self.mean, self.std)
+        return out.view(n, n_views, *out.shape[1:])
+
+    def render(self, images: torch.Tensor, params: SimAugmentParams | Sequence[tuple], *,
+               views_per_image: int = 1, out: torch.Tensor | None = None) -> torch.Tensor:
+        """Views from drawn parameters, one at a time (:class:`varcon.data.views.ViewKernel`).
+
+        Args:
+            images: uint8 [N, C, H, W] (view r uses image r // views_per_image) or one
+                image [C, H, W] (all views).
+            params: M views' parameters (:class:`SimAugmentParams`, or the tuples of
+                :func:`varcon.data.batched.draw_view_rows`), crop boxes in the images'
+                coordinates.
+            out: where to write, uint8 [M, C, S, S] (allocated when None).
+
+        Returns:
+            uint8 [M, C, S, S], rounded once after the colour adjustments.
+        """
+        rows = _rows_of(params) if isinstance(params, SimAugmentParams) else params
+        size = self.image_size
+        if out is None:
+            out = torch.empty(len(rows), images.shape[-3], size, size, dtype=torch.uint8)
+        single = images.ndim == 3
+        # channels-last uint8 (how JPEGs decode) takes torch's vectorised resize kernel
+        if single and not images.permute(1, 2, 0).is_contiguous():
+            images = images.permute(1, 2, 0).contiguous().permute(2, 0, 1)
+        elif not single and not images.is_contiguous(memory_format=torch.channels_last):
+            images = images.contiguous(memory_format=torch.channels_last)
+        for r, row in enumerate(rows):
+            self.kernel(images if single else images[r // views_per_image], *row, out=out[r])
+        return out
+
+    def views_from_file(self, encoded: EncodedImage, n_views: int,
+                        generator: torch.Generator | None = None,
+                        out: torch.Tensor | None = None) -> torch.Tensor:
+        """``n_views`` uint8 views [n_views, 3, S, S] of an undecoded image file.
+
+        The parameters are drawn first, in the image's own coordinates (from the JPEG
+        header; other formats are decoded first), with the same values as
+        :meth:`apply_views` draws. With ``reduced_decode``, the JPEG is then decoded at
+        the smallest scale 1/r (r in 8, 4, 2) at which every crop keeps >= S pixels per
+        side, and each crop box is mapped to that scale (outwards to whole pixels: less
+        than one reduced pixel more per side). Otherwise, and whenever no crop allows it,
+        the full image is decoded and the result equals :meth:`apply_views` on it.
+        """
+        gens = None if generator is None else [generator] * n_views
+        if encoded.size is None:  # not a JPEG: its size needs a decode
+            image = encoded.decode()
+            return self.render(image, self._draw_rows(n_views, *image.shape[1:], gens),
+                               out=out)
+        height, width = encoded.size
+        rows = self._draw_rows(n_views, height, width, gens)
+        reduce = 1
+        if self.reduced_decode:
+            smallest = min(min(row[0][2], row[0][3]) for row in rows)
+            reduce = next((r for r in (8, 4, 2) if smallest >= r * self.image_size), 1)
+        image = encoded.decode(reduce)
+        scaled = (image.shape[1], image.shape[2])
+        if reduce > 1:
+            rows = [(_scale_box(row[0], (height, width), scaled), *row[1:]) for row in rows]
+        elif scaled != (height, width):
+            raise ValueError(f"{encoded.path}: the JPEG header says {width}x{height}, the "
+                             f"decoded image is {scaled[1]}x{scaled[0]}")
+        return self.render(image, rows, out=out)
+
+    def _draw_rows(self, n: int, height: int, width: int,
+                   generators: Sequence[torch.Generator | None] | None) -> list[tuple]:
+        return draw_view_rows(
             n, height, width, crop_scale=self.crop_scale, hflip_p=self.hflip_p,
             jitter=self.jitter, jitter_p=self.jitter_p, grayscale_p=self.grayscale_p,
             generators=generators)
-        return apply_simaugment_batch(images, params, image_size=self.image_size,
-                                      jitter=self.jitter, mean=self.mean, std=self.std)
+
+
+def _rows_of(params: SimAugmentParams) -> list[tuple]:
+    """SimAugmentParams -> the per-view tuples of draw_view_rows."""
+    return list(zip(params.boxes.tolist(), params.flip.tolist(), params.jitter.tolist(),
+                    params.factors.tolist(), params.order.tolist(), params.gray.tolist(),
+                    strict=True))
+
+
+def _scale_box(box: Sequence[int], size: tuple[int, int], scaled: tuple[int, int]
+               ) -> list[int]:
+    """Map a (top, left, height, width) box from an image of ``size`` (H, W) to the same
+    image at ``scaled`` (H', W'): the smallest whole-pixel box that covers it."""
+    (h0, w0), (h1, w1) = size, scaled
+    top, left, height, width = box
+    t, lft = top * h1 // h0, left * w1 // w0
+    b = min(-(-(top + height) * h1 // h0), h1)
+    rgt = min(-(-(left + width) * w1 // w0), w1)
+    return [t, lft, b - t, rgt - lft]
 
 
 class AutoAugmentTransform(_Composed):
@@ -371,15 +503,20 @@ class MultiView:
         return hasattr(self.transform, "apply_batch")
 
     def apply_batch(self, images: torch.Tensor,
-                    generators: Sequence[torch.Generator | None] | None = None
-                    ) -> torch.Tensor:
+                    generators: Sequence[torch.Generator | None] | None = None,
+                    *, normalize: bool = True) -> torch.Tensor:
         """uint8 [N, C, H, W] -> [N, n_views, C, S, S].
 
         Uses the wrapped transform's ``apply_batch`` when it has one (image k's views
         drawn from ``generators[k]`` when given); otherwise calls it per image and view
         (under a torch seed drawn from ``generators[k]`` when given).
+        ``normalize=False`` (SimAugment only): uint8 views.
         """
         v = self.n_views
+        if isinstance(self.transform, SimAugment):
+            return self.transform.apply_views(images, v, generators, normalize=normalize)
+        if not normalize:
+            raise ValueError("normalize=False needs a SimAugment transform")
         if not self.batchable:
             if generators is None:
                 return torch.stack([self(im) for im in images])
@@ -408,28 +545,46 @@ class TransformedDataset(Dataset):
     Args:
         dataset: yields (uint8 image [C, H, W], int label).
         transform: applied to the image.
+        uint8_views: with a SimAugment transform (or ``MultiView`` of one), yield the
+            views as uint8 (rounded, not normalised): 4x fewer bytes from the DataLoader
+            workers and to the accelerator. Finish them with :meth:`finish` where they
+            are used (``finish(images.to(device))``). Other transforms ignore it. Default
+            False: float32 views, normalised.
 
     ``targets`` and ``info`` of the wrapped dataset are passed through when present.
 
-    Fast path: a DataLoader with batches (``batch_size`` or a ``batch_sampler``) calls
+    Fast paths: a DataLoader with batches (``batch_size`` or a ``batch_sampler``) calls
     ``__getitems__`` with the whole batch; when the transform has ``apply_batch``
     (:class:`SimAugment`, ``MultiView(SimAugment)``), the batch is augmented at once,
-    images of one size together (same per-image distribution). Keys may also be
-    ``(index, seed)`` pairs (``varcon.data.sampling.EpochBatchSampler``): each item's
-    augmentation is then drawn from its own seed, independent of batch and worker.
+    images of one size together (same per-image distribution). On an
+    :class:`~varcon.data.ImageFileDataset` (large images decoded per access), SimAugment
+    draws each item's crops from the file header and decodes the file once for all its
+    views (at reduced scale when the crops allow, :meth:`SimAugment.views_from_file`).
+    Keys may also be ``(index, seed)`` pairs (``varcon.data.sampling.EpochBatchSampler``):
+    each item's augmentation is then drawn from its own seed, independent of batch and
+    worker, so the same seed gives bit-identical views.
     """
 
-    def __init__(self, dataset: Dataset, transform: Callable[[torch.Tensor], torch.Tensor]
-                 ) -> None:
+    def __init__(self, dataset: Dataset, transform: Callable[[torch.Tensor], torch.Tensor],
+                 *, uint8_views: bool = False) -> None:
         self.dataset = dataset
         self.transform = transform
+        self._sim, self._n_views = _simaugment_of(transform)
+        self.uint8_views = bool(uint8_views) and self._sim is not None
 
     def __len__(self) -> int:
         return len(self.dataset)  # type: ignore[arg-type]
 
+    def finish(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 views (``uint8_views``) -> float32 normalised by the transform's mean/std,
+        on the tensor's device; float views are returned as they are."""
+        if images.dtype == torch.uint8 and self._sim is not None:
+            return normalize_uint8(images, self._sim.mean, self._sim.std)
+        return images
+
     def __getitem__(self, index: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
-        if isinstance(index, tuple):
-            return self.__getitems__([index])[0]
+        if isinstance(index, tuple) or self.uint8_views:
+            return self.__getitems__([index])[0]  # type: ignore[list-item]
         image, label = self.dataset[index]
         return self.transform(image), int(label)
 
@@ -437,6 +592,9 @@ class TransformedDataset(Dataset):
                      ) -> list[tuple[torch.Tensor, int]]:
         seeded = len(keys) > 0 and isinstance(keys[0], tuple)
         indices = [k[0] for k in keys] if seeded else list(keys)  # type: ignore[index]
+        if self._sim is not None and isinstance(self.dataset, ImageFileDataset) and keys:
+            return self._file_items(indices, [int(k[1]) for k in keys]  # type: ignore[index]
+                                    if seeded else None)
         items = [self.dataset[i] for i in indices]
         labels = [int(lab) for _, lab in items]
         images = [img for img, _ in items]
@@ -447,10 +605,11 @@ class TransformedDataset(Dataset):
             for pos, im in enumerate(images):
                 groups.setdefault(tuple(im.shape), []).append(pos)
             outs: list[torch.Tensor] = [torch.empty(0)] * len(images)
+            kwargs = {"normalize": False} if self.uint8_views else {}
             for members in groups.values():
                 batch = torch.stack([images[p] for p in members])
                 g = None if gens is None else [gens[p] for p in members]
-                out = self.transform.apply_batch(batch, g)  # type: ignore[attr-defined]
+                out = self.transform.apply_batch(batch, g, **kwargs)  # type: ignore[attr-defined]
                 for p, o in zip(members, out.unbind(0), strict=True):
                     outs[p] = o
             return list(zip(outs, labels, strict=True))
@@ -470,6 +629,37 @@ class TransformedDataset(Dataset):
             generator.set_state(state)
         return results
 
+    def _file_items(self, indices: list[int], seeds: list[int] | None) -> ViewBatch:
+        """SimAugment views of ImageFileDataset items: header, draws, one decode per file.
+
+        The batch is written where it will travel: in a DataLoader worker, straight into
+        shared memory (with :meth:`collate` nothing is copied again). Float views are
+        normalised item by item while their uint8 views are in cache.
+        """
+        sim, n_views = self._sim, self._n_views or 1
+        ds: ImageFileDataset = self.dataset  # type: ignore[assignment]
+        size = sim.image_size  # type: ignore[union-attr]
+        shape = (len(indices), n_views, 3, size, size)
+        out = _batch_tensor(shape, torch.uint8 if self.uint8_views else torch.float32)
+        views = out if self.uint8_views else torch.empty(shape[1:], dtype=torch.uint8)
+        for pos, index in enumerate(indices):
+            gen = None if seeds is None else torch.Generator().manual_seed(seeds[pos])
+            sim.views_from_file(ds.encoded(index), n_views, gen,  # type: ignore[union-attr]
+                                out=out[pos] if self.uint8_views else views)
+            if not self.uint8_views:
+                normalize_uint8(views, sim.mean, sim.std, out=out[pos])  # type: ignore[union-attr]
+        if self._n_views is None:  # a bare SimAugment: one view [C, S, S] per item
+            out = out[:, 0]
+        return ViewBatch(out, ds.targets[indices])
+
+    @staticmethod
+    def collate(batch: Sequence) -> object:
+        """A DataLoader ``collate_fn``: a :class:`ViewBatch` becomes ``[views, labels]``
+        as it is (no copy), anything else goes through ``default_collate``."""
+        if isinstance(batch, ViewBatch):
+            return [batch.views, batch.labels]
+        return default_collate(batch)
+
     @property
     def targets(self) -> torch.Tensor:
         return self.dataset.targets  # type: ignore[attr-defined]
@@ -477,3 +667,38 @@ class TransformedDataset(Dataset):
     @property
     def info(self) -> DatasetInfo:
         return self.dataset.info  # type: ignore[attr-defined]
+
+
+class ViewBatch(list):
+    """What :meth:`TransformedDataset.__getitems__` returns for image files: the list of
+    ``(views, label)`` pairs any collate function expects, holding the whole batch as
+    ``views`` ([B, V, C, S, S] or [B, C, S, S]) and ``labels`` (LongTensor [B]) for
+    :meth:`TransformedDataset.collate`."""
+
+    def __init__(self, views: torch.Tensor, labels: torch.Tensor) -> None:
+        super().__init__(zip(views.unbind(0), labels.tolist(), strict=True))
+        self.views = views
+        self.labels = labels
+
+
+def _batch_tensor(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    """An uninitialised tensor; in a DataLoader worker, in shared memory (as
+    ``default_collate`` allocates its batches), so that sending it copies nothing."""
+    if get_worker_info() is None:
+        return torch.empty(shape, dtype=dtype)
+    elem = torch.empty(0, dtype=dtype)
+    numel = math.prod(shape)
+    try:
+        storage = elem._typed_storage()._new_shared(numel, device="cpu")
+    except (AttributeError, RuntimeError):  # private API moved: a plain tensor still works
+        return torch.empty(shape, dtype=dtype)
+    return elem.new(storage).view(shape)
+
+
+def _simaugment_of(transform: object) -> tuple[SimAugment | None, int | None]:
+    """(the SimAugment, n_views) of SimAugment (n_views None) or MultiView(SimAugment)."""
+    if isinstance(transform, SimAugment):
+        return transform, None
+    if isinstance(transform, MultiView) and isinstance(transform.transform, SimAugment):
+        return transform.transform, transform.n_views
+    return None, None
