@@ -69,7 +69,9 @@ def _same(a, b):
 
 
 def test_seeded_runs_repeat_and_resume_is_exact(tmp_path):
-    common = ["optim.epochs=3", "linear.run_after_pretrain=false", "train.save_every=1"]
+    # eval_every: the kNN validation between epochs must not disturb training or resuming
+    common = ["optim.epochs=3", "linear.run_after_pretrain=false", "train.save_every=1",
+              "train.eval_every=1"]
     pretrain(digits_config(tmp_path, *common, name="a"))
     pretrain(digits_config(tmp_path, *common, name="b"))
     assert _same(_weights(tmp_path / "a"), _weights(tmp_path / "b"))
@@ -83,8 +85,10 @@ def test_seeded_runs_repeat_and_resume_is_exact(tmp_path):
     pretrain(cfg)
     assert _same(_weights(tmp_path / "a"), _weights(tmp_path / "c"))
     # epoch 3 was logged before the (simulated) crash and trained again: logged once
-    epochs = [json.loads(x)["epoch"] for x in (tmp_path / "c" / "metrics.jsonl").open()]
-    assert epochs == [1, 2, 3]
+    records = [json.loads(x) for x in (tmp_path / "c" / "metrics.jsonl").open()]
+    assert [r["epoch"] for r in records] == [1, 2, 3]
+    # validation kNN (k = 5 of 1,347 training images) on the 450 test images, every epoch
+    assert all(10 < r["val_knn_top1"] <= 100 for r in records)
 
     other = digits_config(tmp_path, *common, "seed=1", name="d")
     pretrain(other)

@@ -24,7 +24,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from varcon.data import MultiView, TransformedDataset
 from varcon.data.sampling import EpochBatchSampler
-from varcon.evaluation.commands import evaluate_after_pretrain
+from varcon.evaluation.commands import evaluate_after_pretrain, online_knn
 from varcon.losses import SupConLoss, VarConLoss
 from varcon.models import CheckpointError, build_network_from_spec, load_checkpoint
 from varcon.runtime.checkpoint import (
@@ -357,6 +357,9 @@ def _pretrain(cfg: Config, ctx: DistContext) -> dict[str, Any]:
                 record["tau2_std"] = math.sqrt(max(record.pop("tau2_sq") - record["tau2"] ** 2, 0))
                 record["tau2_mean"] = record.pop("tau2")
                 record["confidence_mean"] = record.pop("confidence")
+            if cfg.train.eval_every and (epoch + 1) % cfg.train.eval_every == 0:
+                # validation during pre-training: the encoder as it is now, kNN on the test split
+                record.update(online_knn(cfg, net, data, ctx, run_dir / "eval"))
             logger.log_epoch(record)
             if ctx.is_main:
                 print(_format_epoch(record), flush=True)
@@ -413,7 +416,8 @@ def _should_stop(stop: _StopFlag, ctx: DistContext) -> bool:
 
 def _format_epoch(record: dict[str, Any]) -> str:
     parts = [f"epoch {record['epoch']}"]
-    for key in ("loss", "kl", "nll", "tau2_mean", "tau2_std", "confidence_mean", "lr"):
+    for key in ("loss", "kl", "nll", "tau2_mean", "tau2_std", "confidence_mean", "val_knn_top1",
+                "lr"):
         if key in record:
             parts.append(f"{key} {record[key]:.4g}")
     parts.append(f"{record['images_per_s']:.0f} img/s")

@@ -16,11 +16,12 @@ from varcon.runtime.config import Config
 from varcon.runtime.data import RunData
 from varcon.runtime.distributed import DistContext
 
+from .knn import knn_evaluate
 from .linear import run_linear
 from .protocols import run_cluster, run_fewshot, run_knn, run_transfer
 from .session import EvalSession, eval_session
 
-__all__ = ["PROTOCOLS", "evaluate_after_pretrain", "evaluate_checkpoint"]
+__all__ = ["PROTOCOLS", "evaluate_after_pretrain", "evaluate_checkpoint", "online_knn"]
 
 PROTOCOLS = ("linear", "knn", "cluster", "fewshot", "transfer", "robustness")
 
@@ -85,3 +86,23 @@ def evaluate_after_pretrain(cfg: Config, net: nn.Module, data: RunData, ctx: Dis
     summary["linear_top1"] = linear["top1"]
     summary["linear_top5"] = linear["top5"]
     return summary
+
+
+def online_knn(cfg: Config, net: nn.Module, data: RunData, ctx: DistContext,
+               out_dir: Path) -> dict[str, float]:
+    """kNN top-1 (the first of ``knn.k``) of the test split against the training split, for
+    the network as it is now: ``{"val_knn_top1": ...}`` on rank 0, ``{}`` elsewhere.
+
+    Used by ``train.eval_every`` to follow convergence. Nothing is written or cached (the
+    encoder changes between calls); every rank encodes its shard.
+    """
+    session = EvalSession.from_network(cfg, net, data, ctx, out_dir, checkpoint="(training)")
+    kind = cfg.eval.features
+    train_f, train_y = session.encode_dataset(data.dataset, kind, progress=False)
+    test_f, test_y = session.encode_dataset(session.test_set(), kind, progress=False)
+    if not ctx.is_main:
+        return {}
+    k = cfg.knn.k[0]
+    scores = knn_evaluate(train_f, train_y, test_f, test_y, num_classes=session.num_classes,
+                          ks=(k,), temperature=cfg.knn.temperature)
+    return {"val_knn_top1": scores["top1"][str(k)]}

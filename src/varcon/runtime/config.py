@@ -135,6 +135,10 @@ class TrainConfig:
     progress: str = "auto"  # auto (bar on a terminal, lines otherwise) | bar | lines | off
     overwrite: bool = False  # allow writing into an existing run directory
     max_steps_per_epoch: int = 0  # cap (for smoke tests); 0 = whole epoch
+    # every k epochs: weighted kNN top-1 (first knn.k) of the test split against the training
+    # split, logged as val_knn_top1 in metrics.jsonl (0: never). Costs one pass of the encoder
+    # over both splits without gradients.
+    eval_every: int = 0
 
 
 @dataclass
@@ -503,7 +507,7 @@ def validate_config(cfg: Config) -> None:
     if not 0 <= o.min_lr_ratio <= 1:
         p.append(f"optim.min_lr_ratio: must be in [0, 1], got {o.min_lr_ratio}")
     tr = cfg.train
-    for key in ("save_every", "tau2_every", "log_every", "max_steps_per_epoch"):
+    for key in ("save_every", "tau2_every", "log_every", "max_steps_per_epoch", "eval_every"):
         if getattr(tr, key) < 0:
             p.append(f"train.{key}: must be >= 0, got {getattr(tr, key)}")
     if tr.max_nonfinite_steps < 1:
