@@ -21,13 +21,19 @@ from varcon.data import (
     build_transform,
 )
 from varcon.data.sampling import EpochBatchSampler
+from varcon.data.views import normalize_uint8
 
 ZERO, ONE = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
 NO_COLOUR = {"jitter_p": 0.0, "grayscale_p": 0.0}
 
 
-def augment(tf: SimAugment, image: torch.Tensor, n: int, batched: bool) -> torch.Tensor:
-    """n augmentations of one uint8 image -> [n, C, S, S] (per-image calls or apply_batch)."""
+def augment(tf: SimAugment, image: torch.Tensor, n: int, batched: bool | str) -> torch.Tensor:
+    """n augmentations of one uint8 image -> [n, C, S, S]: per-image calls (False),
+    apply_batch (True), or "kernel": the per-view uint8 kernel that apply_batch uses above
+    64 px and the ImageNet-size file path uses (varcon.data.views), here at any size."""
+    if batched == "kernel":
+        views = tf.render(image, tf.draw(n, image.shape[1], image.shape[2]))
+        return normalize_uint8(views, tf.mean, tf.std)
     if batched:
         return tf.apply_batch(image.unsqueeze(0).expand(n, -1, -1, -1).contiguous())
     return torch.stack([tf(image) for _ in range(n)])
@@ -54,7 +60,7 @@ def _seed():
 # ----------------------------------------------------------------------------- basics
 
 
-@pytest.mark.parametrize("batched", [False, True])
+@pytest.mark.parametrize("batched", [False, True, "kernel"])
 def test_simaugment_shape_dtype_and_normalisation(batched):
     img = torch.randint(0, 256, (3, 40, 48), dtype=torch.uint8)
     mean, std = (0.4, 0.5, 0.6), (0.2, 0.25, 0.3)
@@ -69,7 +75,7 @@ def test_simaugment_shape_dtype_and_normalisation(batched):
     torch.testing.assert_close(got, expect.view(1, 3, 1, 1).expand(3, 3, 16, 16))
 
 
-@pytest.mark.parametrize("batched", [False, True])
+@pytest.mark.parametrize("batched", [False, True, "kernel"])
 def test_crop_area_and_ratio_stay_in_range(batched):
     img = ramp(64)
     for scale in [(0.2, 1.0), (0.6, 0.8)]:
@@ -85,7 +91,7 @@ def test_crop_area_and_ratio_stay_in_range(batched):
         assert ratio.min() > 3 / 4 - 0.06 and ratio.max() < 4 / 3 + 0.06
 
 
-@pytest.mark.parametrize("batched", [False, True])
+@pytest.mark.parametrize("batched", [False, True, "kernel"])
 @pytest.mark.parametrize("p", [0.0, 0.5, 1.0])
 def test_flip_rate_follows_hflip_p(batched, p):
     tf = SimAugment(32, crop_scale=(1.0, 1.0), hflip_p=p, mean=ZERO, std=ONE, **NO_COLOUR)
@@ -94,7 +100,7 @@ def test_flip_rate_follows_hflip_p(batched, p):
     assert abs(flipped - p) < 0.08
 
 
-@pytest.mark.parametrize("batched", [False, True])
+@pytest.mark.parametrize("batched", [False, True, "kernel"])
 def test_brightness_and_contrast_factors_in_bounds(batched):
     tf = SimAugment(8, crop_scale=(1.0, 1.0), hflip_p=0.0, jitter=(0.4, 0, 0, 0), jitter_p=1.0,
                     grayscale_p=0.0, mean=ZERO, std=ONE)
@@ -112,7 +118,7 @@ def test_brightness_and_contrast_factors_in_bounds(batched):
     assert c.min() < 0.7 and c.max() > 1.3
 
 
-@pytest.mark.parametrize("batched", [False, True])
+@pytest.mark.parametrize("batched", [False, True, "kernel"])
 def test_hue_shift_in_bounds_and_jitter_p(batched):
     base = (200, 100, 50)
     h0 = colorsys.rgb_to_hsv(*(v / 255 for v in base))[0]
@@ -126,7 +132,7 @@ def test_hue_shift_in_bounds_and_jitter_p(batched):
     assert abs(unchanged - 0.2) < 0.08
 
 
-@pytest.mark.parametrize("batched", [False, True])
+@pytest.mark.parametrize("batched", [False, True, "kernel"])
 def test_saturation_factor_in_bounds(batched):
     tf = SimAugment(8, crop_scale=(1.0, 1.0), hflip_p=0.0, jitter=(0, 0, 0.4, 0), jitter_p=1.0,
                     grayscale_p=0.0, mean=ZERO, std=ONE)
@@ -139,7 +145,7 @@ def test_saturation_factor_in_bounds(batched):
                                rtol=0)
 
 
-@pytest.mark.parametrize("batched", [False, True])
+@pytest.mark.parametrize("batched", [False, True, "kernel"])
 def test_grayscale_rate(batched):
     tf = SimAugment(8, crop_scale=(1.0, 1.0), hflip_p=0.0, jitter_p=0.0, grayscale_p=0.2,
                     mean=ZERO, std=ONE)
@@ -148,7 +154,7 @@ def test_grayscale_rate(batched):
     assert abs(grey - 0.2) < 0.07
 
 
-@pytest.mark.parametrize("batched", [False, True])
+@pytest.mark.parametrize("batched", [False, True, "kernel"])
 def test_one_channel_images(batched):
     img = torch.randint(0, 256, (1, 8, 8), dtype=torch.uint8)
     tf = SimAugment(8, mean=(0.3,), std=(0.4,))  # default grayscale / hue / saturation

@@ -13,6 +13,7 @@ from .datasets import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     DatasetInfo,
+    EncodedImage,
     ImageFileDataset,
     TensorImageDataset,
     build_dataset,
@@ -27,8 +28,10 @@ from .transforms import (
     RandAugmentTransform,
     SimAugment,
     TransformedDataset,
+    ViewBatch,
     build_transform,
 )
+from .views import normalize_uint8
 
 __all__ = [
     "CIFAR10_MEAN",
@@ -41,6 +44,7 @@ __all__ = [
     "IMAGENET_STD",
     "AutoAugmentTransform",
     "DatasetInfo",
+    "EncodedImage",
     "EvalTransform",
     "ImageFileDataset",
     "LinearAugment",
@@ -49,8 +53,10 @@ __all__ = [
     "SimAugment",
     "TensorImageDataset",
     "TransformedDataset",
+    "ViewBatch",
     "build_dataset",
     "build_transform",
     "compute_mean_std",
     "decode_image_file",
+    "normalize_uint8",
 ]
