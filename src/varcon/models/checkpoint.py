@@ -59,7 +59,10 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
             "which could run code when unpickled (only weights_only=True loading is allowed). "
             f"Details: {str(exc).splitlines()[0]}"
         ) from exc
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as exc:
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError,
+            # a non-zip file goes to the legacy unpickler, which fails on arbitrary bytes
+            # with these (e.g. a text file starting with "h": BINGET of a missing memo key)
+            KeyError, IndexError, UnicodeDecodeError) as exc:
         raise CheckpointError(
             f"cannot read checkpoint {path}: the file is truncated or not a PyTorch checkpoint "
             f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}). "
