@@ -23,7 +23,7 @@ from .batched import (
     draw_view_rows,
 )
 from .datasets import SMALL_IMAGE_MAX, DatasetInfo, EncodedImage, ImageFileDataset
-from .views import ViewKernel, normalize_uint8
+from .views import ViewKernel, _normalize, normalize_uint8
 
 __all__ = [
     "AutoAugmentTransform",
@@ -571,16 +571,31 @@ class TransformedDataset(Dataset):
         self.transform = transform
         self._sim, self._n_views = _simaugment_of(transform)
         self.uint8_views = bool(uint8_views) and self._sim is not None
+        self._stats: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def __len__(self) -> int:
         return len(self.dataset)  # type: ignore[arg-type]
 
     def finish(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 views (``uint8_views``) -> float32 normalised by the transform's mean/std,
-        on the tensor's device; float views are returned as they are."""
-        if images.dtype == torch.uint8 and self._sim is not None:
-            return normalize_uint8(images, self._sim.mean, self._sim.std)
-        return images
+        on the tensor's device (asynchronously: mean/std are kept there, so no
+        host-device copy per call); float views are returned as they are."""
+        if images.dtype != torch.uint8 or self._sim is None:
+            return images
+        c = images.shape[-3]
+        if len(self._sim.mean) not in (1, c) or len(self._sim.std) not in (1, c):
+            return normalize_uint8(images, self._sim.mean, self._sim.std)  # names the error
+        stats = self._stats.get(images.device)
+        if stats is None:
+            stats = self._stats[images.device] = tuple(
+                torch.tensor(v, dtype=torch.float32, device=images.device).view(-1, 1, 1)
+                for v in (self._sim.mean, self._sim.std))
+        return _normalize(images, *stats)
+
+    def __getstate__(self) -> dict:  # device tensors stay in this process
+        state = self.__dict__.copy()
+        state["_stats"] = {}
+        return state
 
     def __getitem__(self, index: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
         if isinstance(index, tuple) or self.uint8_views:

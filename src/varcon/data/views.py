@@ -53,6 +53,12 @@ def normalize_uint8(images: torch.Tensor, mean: Sequence[float], std: Sequence[f
         raise ValueError(f"{len(mean)} mean / {len(std)} std values for {c} channels")
     m = torch.tensor(mean, dtype=torch.float32, device=images.device).view(-1, 1, 1)
     s = torch.tensor(std, dtype=torch.float32, device=images.device).view(-1, 1, 1)
+    return _normalize(images, m, s, out)
+
+
+def _normalize(images: torch.Tensor, m: torch.Tensor, s: torch.Tensor,
+               out: torch.Tensor | None = None) -> torch.Tensor:
+    """normalize_uint8 with mean / std already tensors [C, 1, 1] on the images' device."""
     x = images.to(torch.float32) if out is None else out.copy_(images)
     return x.div_(255.0).sub_(m).div_(s)
 

@@ -148,12 +148,17 @@ def _pretrain(cfg: Config, ctx: DistContext) -> dict[str, Any]:
     transform = data.train_transform
     if cfg.method != "ce":
         transform = MultiView(transform, n_views=cfg.data.views)
+    # On a GPU, SimAugment views leave the workers as uint8 (4x fewer bytes) and are
+    # normalised on the device by train_set.finish; on a CPU the workers normalise.
+    train_set = TransformedDataset(data.dataset, transform,
+                                   uint8_views=ctx.device.type == "cuda")
     loader = torch.utils.data.DataLoader(
-        TransformedDataset(data.dataset, transform),
+        train_set,
         batch_sampler=sampler,
         num_workers=cfg.data.num_workers,
         pin_memory=ctx.device.type == "cuda",
         persistent_workers=cfg.data.num_workers > 0,
+        collate_fn=TransformedDataset.collate,  # batches built in shared memory: no copy
     )
     steps_per_epoch = sampler.batches_per_epoch
     if cfg.train.max_steps_per_epoch:
@@ -264,7 +269,7 @@ def _pretrain(cfg: Config, ctx: DistContext) -> dict[str, Any]:
                     break
                 global_step = epoch * steps_per_epoch + step
                 lr = schedule.apply(optimizer, global_step)
-                images = images.to(ctx.device, non_blocking=True)
+                images = train_set.finish(images.to(ctx.device, non_blocking=True))
                 labels = labels.to(ctx.device, non_blocking=True)
                 if images.dim() == 5:  # [B, V, C, H, W] -> B*V rows, labels repeated per view
                     labels = labels.repeat_interleave(images.shape[1])
