@@ -139,7 +139,8 @@ def test_pretrain_end_writes_linear_knn_cluster_and_their_arrays(run):
 
 @pytest.mark.parametrize(
     ("command", "extra", "table_key"),
-    [("knn", ["knn.k=[2,4]"], "top1.2"), ("cluster", [], "algorithms.kmeans.nmi"),
+    [("knn", ["knn.k=[2,4]"], "top1.2"), ("cluster", ["cluster.algorithms=[agglomerative_ward]"],
+                                 "algorithms.agglomerative_ward.nmi"),
      ("fewshot", FEWSHOT, "tasks n_way=3 k_shot=1 classifier=ncm"),
      ("linear", ["linear.epochs=1"], "n_test")],
 )

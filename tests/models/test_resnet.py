@@ -110,3 +110,25 @@ def test_matches_torchvision_weights_and_outputs() -> None:
 def test_invalid_arguments(kwargs: dict[str, int]) -> None:
     with pytest.raises(ValueError):
         create_model("resnet18", **kwargs)
+
+
+def test_width_scales_channels_parameters_and_out_dim() -> None:
+    """``width`` sets the stem and first-stage channels (stages: width * (1, 2, 4, 8));
+    resnet18 at width 16 has 0.70M parameters and 128-d features."""
+    torch.manual_seed(0)
+    enc = create_model("resnet18", in_channels=3, image_size=32, width=16)
+    assert enc.out_dim == 128
+    assert enc.conv1.out_channels == 16 and enc.bn1.num_features == 16
+    assert [layer[0].conv1.out_channels for layer in
+            (enc.layer1, enc.layer2, enc.layer3, enc.layer4)] == [16, 32, 64, 128]
+    params = sum(p.numel() for p in enc.parameters())
+    assert 0.69e6 < params < 0.71e6, params
+    out = enc(torch.randn(2, 3, 32, 32))
+    assert out.shape == (2, 128) and torch.isfinite(out).all()
+    assert create_model("resnet34", image_size=96, width=8).out_dim == 8 * 8
+    assert create_model("resnet18", image_size=96, in_channels=1, width=8).conv1.in_channels == 1
+    full = sum(p.numel() for p in create_model("resnet18", image_size=32).parameters())
+    assert 15 < full / params < 17  # parameters scale about as width ** 2
+    for bad in (0, -4, 16.0, True):
+        with pytest.raises(ValueError, match="width"):
+            create_model("resnet18", width=bad)

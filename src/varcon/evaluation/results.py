@@ -69,9 +69,21 @@ def _plain(obj: Any) -> Any:
 def write_json(path: str | Path, obj: dict[str, Any], *, keep: bool = True) -> Path:
     """Write ``obj`` as JSON atomically; with ``keep`` an earlier file is renamed, not lost."""
     path = Path(path)
-    if keep:
+    data = (json.dumps(_plain(obj), indent=2) + "\n").encode()
+    if not keep:
+        atomic_write_bytes(path, data)
+        return path
+    # The new file is complete before the earlier one is renamed: a failed write (disk full)
+    # leaves the earlier result in place under its own name.
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_bytes(data)
         keep_previous(path)
-    atomic_write_bytes(path, (json.dumps(_plain(obj), indent=2) + "\n").encode())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path
 
 
