@@ -4,13 +4,13 @@ PyTorch. Runs in-process (``varcon.cli.main.main``) on tiny generated trees."""
 
 from __future__ import annotations
 
-import json
 import warnings
 from pathlib import Path
 
 import pytest
 import torch
 
+from clitools import assert_clean_error, run_cli
 from datagen import write_image_folder
 from varcon.cli.main import main
 
@@ -24,23 +24,12 @@ TINY = [
 ]
 
 
-def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
-
 
 def pretrain_tree(capsys: pytest.CaptureFixture[str], root: Path, out: Path,
                   *extra: str) -> tuple[int, str, str]:
     return run_cli(capsys, "pretrain", "--output-dir", str(out), f"data.root={root}",
                    *TINY, *extra)
 
-
-def assert_clean_error(err: str, *needles: str) -> None:
-    assert err.startswith("error: "), err
-    assert "Traceback" not in err
-    for needle in needles:
-        assert needle in err, (needle, err)
 
 
 # ----------------------------------------------------------------------------- bad data
@@ -135,19 +124,6 @@ def digits_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run = tmp_path_factory.mktemp("digits") / "run"
     assert main(["pretrain", "--output-dir", str(run), *DIGITS_FAST]) == 0
     return run
-
-
-def test_linear_on_dataset_with_other_classes_probes_it(digits_run, tmp_path, capsys):
-    """Evaluating the encoder on other data (other classes) trains a probe for that data."""
-    root = write_image_folder(tmp_path / "tree", per_class=4, size=(8, 8), mode="L")
-    code, _, err = run_cli(capsys, "linear", "--checkpoint",
-                           str(digits_run / "checkpoints" / "last.pt"),
-                           "--output-dir", str(tmp_path / "eval"), "linear.epochs=1",
-                           "data.dataset=imagefolder", f"data.root={root}", "data.image_size=8")
-    assert code == 0, err
-    record = json.loads((tmp_path / "eval" / "linear.json").read_text())
-    assert record["dataset"] == "digits" and record["eval_dataset"] == "tree"
-    assert record["class_names"] == ["a", "b", "c"]
 
 
 def test_evaluation_on_data_with_other_channels_is_refused(digits_run, tmp_path, capsys):

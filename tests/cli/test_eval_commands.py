@@ -9,7 +9,6 @@ steps on digits without the classes 7, 8 and 9, so few-shot on novel classes can
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +16,8 @@ import pytest
 import torch
 from PIL import Image
 
+from clitools import assert_clean_error, run_cli
+from clitools import read_json as read
 from datagen import write_image_folder
 from varcon.cli.main import main
 
@@ -36,21 +37,7 @@ FEWSHOT = ["fewshot.n_way=3", "fewshot.shots=[1]", "fewshot.n_query=5", "fewshot
            "fewshot.classifiers=[ncm]"]
 
 
-def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
-
-def assert_clean_error(err: str, *needles: str) -> None:
-    assert err.startswith("error: "), err
-    assert "Traceback" not in err
-    for needle in needles:
-        assert needle in err, (needle, err)
-
-
-def read(path: Path) -> dict:
-    return json.loads(path.read_text(encoding="utf-8"))
 
 
 @pytest.fixture(scope="module")

@@ -18,6 +18,8 @@ import numpy as np
 import pytest
 import torch
 
+from clitools import assert_clean_error, run_cli
+from clitools import read_json as read
 from datagen import write_cifar_python, write_image_folder
 from varcon.cli.main import main
 from varcon.data import build_dataset
@@ -36,21 +38,7 @@ RUN_ARGS = [
 COMMON = ["train.progress=off", "data.num_workers=0"]
 
 
-def run_cli(capsys: pytest.CaptureFixture[str], *argv: str | Path) -> tuple[int, str, str]:
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
-
-def assert_clean_error(err: str, *needles: str) -> None:
-    assert err.startswith("error: "), err
-    assert "Traceback" not in err
-    for needle in needles:
-        assert needle in err, (needle, err)
-
-
-def read(path: Path) -> dict:
-    return json.loads(path.read_text(encoding="utf-8"))
 
 
 @pytest.fixture(scope="module")

@@ -581,6 +581,8 @@ def _validate_evaluation(p: list[str], cfg: Config) -> None:
             p.append(f"fewshot.{key}: must be >= 1, got {getattr(f, key)}")
     if f.n_way < 2:
         p.append(f"fewshot.n_way: an episode needs >= 2 classes, got {f.n_way}")
+    if f.episodes < 2:
+        p.append(f"fewshot.episodes: a confidence interval needs >= 2 episodes, got {f.episodes}")
     if not f.shots or any(k < 1 for k in f.shots):
         p.append(f"fewshot.shots: give one or more integers >= 1, e.g. [1,5]; got {f.shots}")
     unknown = [c for c in f.classifiers if c not in ("ncm", "logreg")]
