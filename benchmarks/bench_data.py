@@ -15,8 +15,8 @@ varcon per-image: v2 transforms called per image (the engine's earlier path, sho
     comparison).
 
 ImageNet mode (``--image-size 224``), on an ImageFolder tree of large JPEGs (``--root``,
-or a generated one: ``--tree-size 500x375``, 10 classes x 160 images, made once in
-``--tree-dir``):
+or a generated one: ``--tree-size 500x375``, 10 classes x ``--tree-count 160`` images,
+made once in ``--tree-dir``):
 
 authors: as above at 224 px, ImageNet mean/std.
 varcon engine, GPU run: what ``varcon pretrain`` builds for the imagenet100 config
@@ -259,6 +259,8 @@ def main() -> None:
                                                        "varcon-bench-jpeg"),
                     help="ImageNet mode without --root: where the generated tree goes")
     ap.add_argument("--tree-size", default="500x375", help="generated JPEGs' WxH")
+    ap.add_argument("--tree-count", type=int, default=160,
+                    help="generated JPEGs per class (10 classes)")
     ap.add_argument("--batches", type=int, default=None,
                     help="timed batches per pipeline (default 40 CIFAR, 15 ImageNet)")
     ap.add_argument("--warmup", type=int, default=3, help="untimed batches first")
@@ -285,10 +287,10 @@ def main() -> None:
     if imagenet:
         if root is None:
             width, height = (int(v) for v in args.tree_size.lower().split("x"))
-            root = os.path.join(args.tree_dir, f"{width}x{height}")
+            root = os.path.join(args.tree_dir, f"{width}x{height}-{args.tree_count}")
             if not os.path.isdir(os.path.join(root, "train")):
                 t0 = time.perf_counter()
-                make_tree(root, (width, height))
+                make_tree(root, (width, height), per_class=args.tree_count)
                 print(f"generated {root} in {time.perf_counter() - t0:.0f} s")
         if not os.path.isdir(os.path.join(root, "train")):
             raise SystemExit(f"{root}/train not found")

