@@ -128,6 +128,10 @@ def run_robustness(session: EvalSession, baseline: str | Path | None = None) -> 
         test_set = torch.utils.data.Subset(test_set, keep.tolist())
     clean = probe_accuracy(classifier, test_f, test_y, session.num_classes)["top1"]
 
+    from varcon.runtime.logger import Progress
+
+    bar = Progress(len(names) * len(rc.severities), "robustness",
+                   mode=session.cfg.train.progress, enabled=session.ctx.is_main)
     per: dict[str, dict[str, float]] = {}
     for name in names:
         per[name] = {}
@@ -138,11 +142,12 @@ def run_robustness(session: EvalSession, baseline: str | Path | None = None) -> 
                 dataset = ImageNetCDataset(rc.root, name, severity, session.class_names)
             else:
                 dataset = CorruptedDataset(test_set, name, severity, seed=rc.seed)
-            feats, labels = session.encode_dataset(
-                dataset, "encoder", desc=f"{name} s{severity}")
+            feats, labels = session.encode_dataset(dataset, "encoder", progress=False)
             per[name][str(severity)] = probe_accuracy(
                 classifier, feats, labels, session.num_classes)["top1"]
+            bar.update(**{f"{name[:12]}@{severity}": per[name][str(severity)]})
         per[name]["mean"] = float(np.mean([per[name][str(s)] for s in rc.severities]))
+    bar.close()
     session.prepare_output()
     if not session.ctx.is_main:
         return {}
