@@ -203,6 +203,64 @@ def before_loader(ds, size: int, batch_size: int, workers: int) -> DataLoader:
                       num_workers=workers)
 
 
+def profile_stages(ds, size: int, images: int = 128) -> None:
+    """CPU time per source image (two views) of each stage, in this process, one thread:
+    what one DataLoader worker spends. Minimum of three passes over ``images`` files."""
+    from varcon.data.views import normalize_uint8
+
+    torch.set_num_threads(1)
+    paths = ds.paths[:images]
+    pils = [Image.open(p).convert("RGB") for p in paths]
+    sim = SimAugment(size, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+    crop = T.RandomResizedCrop(size, scale=(0.2, 1.0))
+    jitter = T.RandomApply([T.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8)
+    gray = T.RandomGrayscale(0.2)
+    finish = T.Compose([T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+    crops = [crop(im) for im in pils for _ in range(2)]
+    jittered = [jitter(c) for c in crops]
+    encoded = [ds.encoded(i) for i in range(len(paths))]
+    decoded = [e.decode() for e in encoded]
+    gens = [torch.Generator().manual_seed(i) for i in range(len(paths))]
+    rows = [sim._draw_rows(2, *e.size, [g, g]) for e, g in zip(encoded, gens, strict=True)]
+    u8 = torch.empty(2, 3, size, size, dtype=torch.uint8)
+    f32 = torch.empty(2, 3, size, size)
+    batch = torch.stack(decoded[:64])  # the before-path works on whole batches
+    before = _BatchedFloatSimAugment(sim, 2)
+    stages: list[tuple[str, Callable[[], object], int]] = [
+        ("authors: PIL decode", lambda: [Image.open(p).convert("RGB") for p in paths], 1),
+        ("authors: RandomResizedCrop x2", lambda: [crop(im) for im in pils for _ in range(2)],
+         1),
+        ("authors: ColorJitter (p 0.8) x2", lambda: [jitter(c) for c in crops], 1),
+        ("authors: RandomGrayscale x2", lambda: [gray(c) for c in jittered], 1),
+        ("authors: ToTensor + Normalize x2", lambda: [finish(c) for c in jittered], 1),
+        ("varcon before: torchvision decode", lambda: [ds[i][0] for i in range(len(paths))],
+         1),
+        ("varcon before: batched float32 SimAugment x2 (per image of a batch of 64)",
+         lambda: before.apply_batch(batch), len(paths) // 64),
+        ("varcon: read + JPEG header", lambda: [ds.encoded(i) for i in range(len(paths))], 1),
+        ("varcon: draw both views' parameters",
+         lambda: [sim._draw_rows(2, *e.size, [g, g]) for e, g in zip(encoded, gens,
+                                                                       strict=True)], 1),
+        ("varcon: decode (full scale here)", lambda: [e.decode() for e in encoded], 1),
+        ("varcon: crop + resize + flip + jitter + grayscale + round x2 (uint8 kernel)",
+         lambda: [sim.render(d, r, out=u8) for d, r in zip(decoded, rows, strict=True)], 1),
+        ("varcon: normalise x2 (CPU runs; on the device in GPU runs)",
+         lambda: [normalize_uint8(u8, IMAGENET_MEAN, IMAGENET_STD, out=f32)
+                  for _ in paths], 1),
+    ]
+    print(f"\nCPU time per source image (2 views), one thread, {len(paths)} files:")
+    print("| stage | ms per image |\n|---|---:|")
+    for name, fn, repeat in stages:
+        best = float("inf")
+        for _ in range(3):
+            t0 = time.thread_time()
+            for _ in range(repeat):
+                fn()
+            best = min(best, time.thread_time() - t0)
+        n = len(paths) if repeat == 1 else 64 * repeat
+        print(f"| {name} | {best / n * 1e3:.2f} |", flush=True)
+
+
 # --------------------------------------------------------------------------- measuring
 
 
@@ -274,6 +332,8 @@ def main() -> None:
                     help="ImageNet mode: leave out the pre-issue-11 path")
     ap.add_argument("--compare-reduced", action="store_true",
                     help="ImageNet mode: add the GPU-run path with reduced_decode=False")
+    ap.add_argument("--profile", action="store_true",
+                    help="ImageNet mode: only the per-stage CPU time of one worker")
     args = ap.parse_args()
     imagenet = args.image_size > 64
     batch_size = args.batch_size or (64 if imagenet else 256)
@@ -302,6 +362,9 @@ def main() -> None:
         print(f"tree {root}: {len(ds)} JPEGs, first {first[0]}x{first[1]}, mean file size "
               f"{statistics.mean(sizes) / 1024:.0f} KiB")
         size, bs, w = args.image_size, batch_size, args.workers
+        if args.profile:
+            profile_stages(ds, size)
+            return
         pipelines = [
             ("authors (ImageFolder + PIL + v1 transforms per image, float32)",
              lambda: authors_loader(root, bs, w, size, IMAGENET_MEAN, IMAGENET_STD)),
