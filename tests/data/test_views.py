@@ -24,6 +24,7 @@ from varcon.data import (
     TransformedDataset,
     ViewBatch,
     build_dataset,
+    build_transform,
 )
 from varcon.data.batched import draw_simaugment_params, draw_view_rows
 from varcon.data.sampling import EpochBatchSampler
@@ -226,6 +227,9 @@ def test_reduced_decode_is_chosen_from_the_crops_and_close_to_full(tmp_path, mon
         assert used == [want, 1]
         diff = (a.float() - b.float()).abs()
         assert diff.mean() < 1.5 and (want > 1 or diff.max() == 0)
+    # a config override reaches it: data.augment_params.reduced_decode=false
+    off = build_transform("simaugment", 64, IMAGENET_MEAN, IMAGENET_STD, reduced_decode=False)
+    assert isinstance(off, SimAugment) and not off.reduced_decode
 
 
 def test_scale_box_covers_the_crop():
@@ -340,7 +344,7 @@ def test_file_dataset_views_are_seeded_uint8_or_float_and_worker_independent(tmp
 
 def test_uint8_views_with_in_memory_and_other_transforms(tmp_path):
     """uint8_views on the batched small-image path, and ignored by other transforms."""
-    from varcon.data import DatasetInfo, TensorImageDataset, build_transform
+    from varcon.data import DatasetInfo, TensorImageDataset
 
     images = torch.randint(0, 256, (6, 3, 32, 32), dtype=torch.uint8)
     info = DatasetInfo("t", 2, ["a", "b"], 3, 32, (0.5,) * 3, (0.25,) * 3)

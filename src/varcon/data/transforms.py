@@ -562,7 +562,9 @@ class TransformedDataset(Dataset):
     views (at reduced scale when the crops allow, :meth:`SimAugment.views_from_file`).
     Keys may also be ``(index, seed)`` pairs (``varcon.data.sampling.EpochBatchSampler``):
     each item's augmentation is then drawn from its own seed, independent of batch and
-    worker, so the same seed gives bit-identical views.
+    worker, so the same seed gives bit-identical views. On image files the batch comes back
+    as a :class:`ViewBatch`, built in shared memory inside a DataLoader worker; pass
+    ``collate_fn=TransformedDataset.collate`` so that it is not copied again.
     """
 
     def __init__(self, dataset: Dataset, transform: Callable[[torch.Tensor], torch.Tensor],
