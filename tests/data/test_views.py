@@ -327,6 +327,7 @@ def test_file_dataset_views_are_seeded_uint8_or_float_and_worker_independent(tmp
     x, y = u8[(1, 10)]
     assert torch.equal(x, a[0][0]) and y == int(ds.targets[1])
     assert u8[2][0].dtype == torch.uint8  # int keys give uint8 views too
+    assert fl[2][0].shape == (2, 3, 96, 96) and fl[2][0].dtype == torch.float32
     single = TransformedDataset(ds, SimAugment(96, mean=IMAGENET_MEAN, std=IMAGENET_STD))
     assert single.__getitems__([(1, 10)]).views.shape == (1, 3, 96, 96)
     # the engine's loader: two workers, shared-memory batches, collate passes them through

@@ -600,7 +600,8 @@ class TransformedDataset(Dataset):
         return state
 
     def __getitem__(self, index: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
-        if isinstance(index, tuple) or self.uint8_views:
+        if isinstance(index, tuple) or self.uint8_views or (
+                self._sim is not None and isinstance(self.dataset, ImageFileDataset)):
             return self.__getitems__([index])[0]  # type: ignore[list-item]
         image, label = self.dataset[index]
         return self.transform(image), int(label)
