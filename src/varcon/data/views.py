@@ -195,7 +195,7 @@ class ViewKernel:
             elif op == 1:  # contrast: blend with the mean grey level
                 # mean of the luma = luma of the channel means (one reduction)
                 means = x.mean(dim=(1, 2)).tolist()
-                mean = sum(w * v for w, v in zip(_GRAY, means, strict=True)) if colour \
+                mean = sum(wt * v for wt, v in zip(_GRAY, means, strict=True)) if colour \
                     else means[0]
                 x.mul_(f).add_(mean * (1.0 - f)).clamp_(0.0, 255.0)
             elif op == 2:  # saturation: blend with the grey image, f x + (1 - f) grey
