@@ -237,6 +237,24 @@ def test_group_runs_ignores_bookkeeping_only(tmp_path: Path) -> None:
     assert differing == ["optim.lr"]
 
 
+def test_a_key_added_later_takes_its_default_for_older_runs(tmp_path: Path) -> None:
+    """A run made before ``train.eval_every`` existed groups with one that sets it to its
+    default (0), not with one that sets another value."""
+    import yaml
+
+    old = write_run(tmp_path / "old", seed=0, evals=(), arrays=False, tau2_epochs=None)
+    config = yaml.safe_load((old / "config.yaml").read_text())
+    config["train"].pop("eval_every", None)
+    (old / "config.yaml").write_text(yaml.safe_dump(config))
+    new = write_run(tmp_path / "new", seed=1, evals=(), arrays=False, tau2_epochs=None,
+                    overrides={"train": {"eval_every": 0}})
+    other = write_run(tmp_path / "other", seed=0, evals=(), arrays=False, tau2_epochs=None,
+                      overrides={"train": {"eval_every": 2}})
+    groups, differing = group_runs([load_run(old), load_run(new), load_run(other)])
+    assert [[r.path.name for r in g] for g in groups] == [["old", "new"], ["other"]]
+    assert differing == ["train.eval_every"]
+
+
 def test_bad_figures_argument(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="figures="):
         build_report([], tmp_path, figures="some")  # type: ignore[arg-type]

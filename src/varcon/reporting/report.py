@@ -212,11 +212,23 @@ def _canon(value: Any) -> str:
     return json.dumps(value, sort_keys=True, default=str)
 
 
+def _defaults() -> dict[str, Any]:
+    """Today's default config, flattened: a key added after a run was made has, for that
+    run, the value it behaved with (the default), so older runs still group with new ones."""
+    from varcon.runtime.config import Config, config_to_dict
+
+    return flatten_config(config_to_dict(Config()))
+
+
+def _flat(run: Run) -> dict[str, Any]:
+    return {**_defaults(), **flatten_config(run.config)}
+
+
 def group_runs(runs: Sequence[Run]) -> tuple[list[list[Run]], list[str]]:
     """Group runs whose flattened configs agree on every key outside
     :data:`IGNORED_CONFIG_KEYS`; also return the keys (other than ``method`` and the ignored
     ones) whose values differ between runs, in config order. Groups keep first-seen order."""
-    flats = [flatten_config(r.config) for r in runs]
+    flats = [_flat(r) for r in runs]
     groups: dict[str, list[Run]] = {}
     for run, flat in zip(runs, flats, strict=True):
         key = _canon(sorted((k, _canon(v)) for k, v in flat.items()
@@ -231,7 +243,7 @@ def group_runs(runs: Sequence[Run]) -> tuple[list[list[Run]], list[str]]:
 
 
 def _config_value(run: Run, key: str) -> str:
-    flat = flatten_config(run.config)
+    flat = _flat(run)
     if key not in flat:
         return _UNSET
     value = flat[key]
