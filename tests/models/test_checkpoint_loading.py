@@ -48,8 +48,8 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, nn.Module]:
     run = tmp_path_factory.mktemp("ckpt") / "run"
     kept: list[nn.Module] = []
 
-    def keep(cfg, net, data, ctx, run_dir, checkpoint):
-        kept.append(copy.deepcopy(net).eval())
+    def keep(session):
+        kept.append(copy.deepcopy(session.net).eval())
         return {}
 
     with pytest.MonkeyPatch.context() as mp:

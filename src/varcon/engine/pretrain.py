@@ -25,6 +25,7 @@ from torch.nn.parallel import DistributedDataParallel
 from varcon.data import MultiView, TransformedDataset
 from varcon.data.sampling import EpochBatchSampler
 from varcon.evaluation.commands import evaluate_after_pretrain, online_knn
+from varcon.evaluation.session import EvalSession
 from varcon.losses import SupConLoss, VarConLoss
 from varcon.models import CheckpointError, build_network_from_spec, load_checkpoint
 from varcon.runtime.checkpoint import (
@@ -242,6 +243,9 @@ def _pretrain(cfg: Config, ctx: DistContext) -> dict[str, Any]:
     previous_handlers = stop.install()
     consecutive_bad = 0
     last_good = ckpt_dir / "last.pt"
+    # Evaluation of this network (validation every train.eval_every epochs, then the final
+    # kNN, clustering and probe): its splits are loaded once, on first use.
+    evaluation = EvalSession.from_network(cfg, net, data, ctx, run_dir / "eval", last_good)
     global_batch_images = cfg.optim.batch_size
 
     # ---- training -------------------------------------------------------------------
@@ -364,7 +368,7 @@ def _pretrain(cfg: Config, ctx: DistContext) -> dict[str, Any]:
                 record["confidence_mean"] = record.pop("confidence")
             if cfg.train.eval_every and (epoch + 1) % cfg.train.eval_every == 0:
                 # validation during pre-training: the encoder as it is now, kNN on the test split
-                record.update(online_knn(cfg, net, data, ctx, run_dir / "eval"))
+                record.update(online_knn(evaluation))
             logger.log_epoch(record)
             if ctx.is_main:
                 print(_format_epoch(record), flush=True)
@@ -384,7 +388,7 @@ def _pretrain(cfg: Config, ctx: DistContext) -> dict[str, Any]:
     summary: dict[str, Any] = {"run_dir": str(run_dir), "epochs": cfg.optim.epochs,
                                "method": cfg.method, "dataset": cfg.data.dataset}
     if cfg.linear.run_after_pretrain:
-        summary.update(evaluate_after_pretrain(cfg, net, data, ctx, run_dir, last_good))
+        summary.update(evaluate_after_pretrain(evaluation))
     return summary
 
 

@@ -10,12 +10,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from torch import nn
-
-from varcon.runtime.config import Config
-from varcon.runtime.data import RunData
-from varcon.runtime.distributed import DistContext
-
 from .knn import knn_evaluate
 from .linear import run_linear
 from .protocols import run_cluster, run_fewshot, run_knn, run_transfer
@@ -65,11 +59,11 @@ def evaluate_checkpoint(
                 "eval_dataset": session.context()["eval_dataset"]}
 
 
-def evaluate_after_pretrain(cfg: Config, net: nn.Module, data: RunData, ctx: DistContext,
-                            run_dir: Path, checkpoint: Path) -> dict[str, Any]:
-    """kNN and clustering (when enabled) and the linear probe into ``run_dir/eval``; the
-    training split is encoded once for all three. Returns the headline figures."""
-    session = EvalSession.from_network(cfg, net, data, ctx, run_dir / "eval", checkpoint)
+def evaluate_after_pretrain(session: EvalSession) -> dict[str, Any]:
+    """kNN and clustering (when enabled) and the linear probe of a training run's network
+    into ``session.out_dir``; the training split is encoded once for all three. Returns the
+    headline figures."""
+    cfg = session.cfg
     session.prepare_output()
     summary: dict[str, Any] = {}
     if cfg.knn.enabled:
@@ -88,19 +82,19 @@ def evaluate_after_pretrain(cfg: Config, net: nn.Module, data: RunData, ctx: Dis
     return summary
 
 
-def online_knn(cfg: Config, net: nn.Module, data: RunData, ctx: DistContext,
-               out_dir: Path) -> dict[str, float]:
+def online_knn(session: EvalSession) -> dict[str, float]:
     """kNN top-1 (the first of ``knn.k``) of the test split against the training split, for
     the network as it is now: ``{"val_knn_top1": ...}`` on rank 0, ``{}`` elsewhere.
 
-    Used by ``train.eval_every`` to follow convergence. Nothing is written or cached (the
-    encoder changes between calls); every rank encodes its shard.
+    Used by ``train.eval_every`` to follow convergence. Features are encoded afresh and
+    neither kept nor written (the encoder changes between calls); the splits are the
+    session's, loaded once. Every rank encodes its shard.
     """
-    session = EvalSession.from_network(cfg, net, data, ctx, out_dir, checkpoint="(training)")
+    cfg = session.cfg
     kind = cfg.eval.features
-    train_f, train_y = session.encode_dataset(data.dataset, kind, progress=False)
-    test_f, test_y = session.encode_dataset(session.test_set(), kind, progress=False)
-    if not ctx.is_main:
+    train_f, train_y = session.encode_dataset(session.split("train"), kind, progress=False)
+    test_f, test_y = session.encode_dataset(session.split("test"), kind, progress=False)
+    if not session.ctx.is_main:
         return {}
     k = cfg.knn.k[0]
     scores = knn_evaluate(train_f, train_y, test_f, test_y, num_classes=session.num_classes,
