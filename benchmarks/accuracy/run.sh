@@ -1,0 +1,139 @@
+#!/usr/bin/env bash
+# The seeded CIFAR-10 study (issue 8): varcon vs supcon vs cross-entropy at equal budget, and
+# the ablations. CPU, this project's commands only.
+#
+# A resumable queue: a run whose evaluations are all written is skipped, a run interrupted in
+# pre-training continues with --resume, an evaluation already written is not redone. After
+# each run its small result files (config, metrics, tau2 statistics, eval/*.json, figures; no
+# checkpoints) are copied to benchmarks/accuracy/results/, which is what is committed and what
+# the report is generated from. Usage, from the repository root:
+#
+#   tar xzf ../shared/data/cifar10-jpeg.tar.gz -C /tmp/data          # once
+#   nohup bash benchmarks/accuracy/run.sh > /tmp/accuracy.log 2>&1 &
+#   PHASES="main" SEEDS="0 1 2" bash benchmarks/accuracy/run.sh      # one part only
+#
+# Phases, in queue order: main (3 methods x 3 seeds), epsilon (varcon with a fixed temperature,
+# epsilon=0, 2 seeds), batch (varcon, supcon at batch 64 and 512, lr scaled linearly), augment
+# (varcon, supcon with autoaugment and randaugment), novel (pre-train on 5 classes, few-shot and
+# linear transfer on the other 5).
+set -euo pipefail
+ROOT="${CIFAR_ROOT:-/tmp/data/cifar10}"
+RUNS="${RUNS:-runs/accuracy}"
+RESULTS="${RESULTS:-benchmarks/accuracy/results}"
+PHASES="${PHASES:-main epsilon batch augment novel}"
+SEEDS="${SEEDS:-0 1 2}"
+
+if [ ! -d "$ROOT/train" ]; then
+  echo "CIFAR-10 JPEG tree not found at $ROOT (expected $ROOT/train and $ROOT/val)." >&2
+  echo "Fix: tar xzf ../shared/data/cifar10-jpeg.tar.gz -C /tmp/data, or set CIFAR_ROOT." >&2
+  exit 2
+fi
+
+# One recipe for every method (the issue's setting). lr 0.2 at batch 256 is the linear scaling
+# of SupCon's cross-entropy recipe (0.8 at 1024) and of this project's short study (0.1 at 128);
+# no method is tuned separately.
+COMMON=(
+  data.dataset=imagefolder "data.root=$ROOT" data.per_class=1000 data.num_workers=1
+  model.encoder=resnet18 "model.kwargs={width: 16}"
+  optim.batch_size=256 optim.epochs=20 optim.warmup_epochs=1 optim.lr=0.2
+  optim.weight_decay=1e-4 train.tau2_every=1 train.eval_every=2 train.progress=lines
+  train.save_every=0 linear.augment=eval linear.epochs=30 linear.lr=1.0 linear.batch_size=256
+  knn.k=[20,200]
+)
+NOVEL="[cat,dog,horse,ship,truck]"
+
+log() { echo "[$(date '+%F %T')] $*"; }
+
+# copy_results RUN: the run's small files into $RESULTS/<name> (atomically: a temp dir, then mv).
+copy_results() {
+  local run="$1" name dest tmp
+  name="$(basename "$run")"
+  dest="$RESULTS/$name"
+  tmp="$RESULTS/.tmp-$name"
+  rm -rf "$tmp"
+  mkdir -p "$tmp"
+  cp "$run/config.yaml" "$tmp/"
+  for f in metrics.jsonl summary.json; do [ -f "$run/$f" ] && cp "$run/$f" "$tmp/"; done
+  for d in eval tau2 figures; do [ -d "$run/$d" ] && cp -r "$run/$d" "$tmp/"; done
+  find "$tmp" \( -name '*.pt' -o -name '*.npz' -o -name '*.npy' -o -path '*/cache/*' \) -delete
+  find "$tmp" -type d -empty -delete
+  rm -rf "$dest"
+  mv "$tmp" "$dest"
+}
+
+# pretrain RUN ARGS...: pre-train (and the built-in linear/kNN/cluster evaluation) unless done.
+pretrain() {
+  local run="$1"; shift
+  if [ -f "$run/eval/linear.json" ]; then return 0; fi
+  local start=$SECONDS
+  if [ -f "$run/checkpoints/last.pt" ]; then
+    log "resume $run"
+    varcon pretrain --resume "$run"
+  else
+    log "start $run"
+    varcon pretrain --config cifar10 --output-dir "$run" train.overwrite=true "${COMMON[@]}" "$@"
+  fi
+  log "pretrained $run in $((SECONDS - start)) s (load: $(cut -d' ' -f1-3 /proc/loadavg))"
+}
+
+# full_eval RUN: few-shot, robustness and figures (the suite of the evaluation issue).
+full_eval() {
+  local run="$1"
+  [ -f "$run/eval/fewshot.json" ] || varcon fewshot --checkpoint "$run" fewshot.episodes=1000
+  [ -f "$run/eval/robustness.json" ] || varcon robustness --checkpoint "$run" robustness.max_images=1000
+  varcon figures "$run" > /dev/null
+}
+
+for phase in $PHASES; do
+  case "$phase" in
+    main)
+      for seed in $SEEDS; do
+        for method in varcon supcon ce; do
+          run="$RUNS/$method-s$seed"
+          pretrain "$run" "name=$method" "method=$method" "seed=$seed"
+          full_eval "$run"
+          copy_results "$run"
+        done
+      done ;;
+    epsilon)
+      for seed in 0 1; do
+        run="$RUNS/varcon-eps0-s$seed"
+        pretrain "$run" name=varcon-eps0 method=varcon loss.epsilon=0 "seed=$seed"
+        varcon figures "$run" > /dev/null
+        copy_results "$run"
+      done ;;
+    batch)
+      for spec in 64:0.05 512:0.4; do
+        bs="${spec%%:*}"; lr="${spec##*:}"
+        for method in varcon supcon; do
+          run="$RUNS/$method-b$bs-s0"
+          pretrain "$run" "name=$method-b$bs" "method=$method" seed=0 \
+            "optim.batch_size=$bs" "optim.lr=$lr"
+          copy_results "$run"
+        done
+      done ;;
+    augment)
+      for aug in autoaugment randaugment; do
+        for method in varcon supcon; do
+          run="$RUNS/$method-$aug-s0"
+          pretrain "$run" "name=$method-$aug" "method=$method" seed=0 "data.augment=$aug"
+          copy_results "$run"
+        done
+      done ;;
+    novel)
+      for method in varcon supcon ce; do
+        run="$RUNS/$method-novel-s0"
+        pretrain "$run" "name=$method-novel" "method=$method" seed=0 "data.exclude_classes=$NOVEL"
+        [ -f "$run/eval/fewshot.json" ] || varcon fewshot --checkpoint "$run" \
+          data.exclude_classes=null "fewshot.classes=$NOVEL" fewshot.episodes=1000
+        ls "$run"/eval/transfer_*.json > /dev/null 2>&1 || varcon transfer --checkpoint "$run" \
+          data.exclude_classes=null "data.classes=$NOVEL"
+        copy_results "$run"
+      done ;;
+    *) echo "unknown phase '$phase' (known: main epsilon batch augment novel)" >&2; exit 2 ;;
+  esac
+done
+
+log "report"
+varcon report $(ls -d "$RESULTS"/*/) --output benchmarks/accuracy/report
+log "queue finished"
