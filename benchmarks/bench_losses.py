@@ -34,11 +34,18 @@ table). The estimate is deliberately generous: ours ~ 6 [N, C] float32 buffers, 
 
     python benchmarks/bench_losses.py                       # full grid
     python benchmarks/bench_losses.py --sizes 4096 --classes 1000 --repeats 20
+    python benchmarks/bench_losses.py --scaling          # the log-log figure's grid, PNG + JSON
+
+``--plot PNG`` draws time against N (one panel per C) and against C (at the largest N) on
+log-log axes, with reference slopes: VarCon's cost grows as N*C, SupCon's as N^2. ``--json``
+writes every timing. ``--scaling`` selects the figure's grid (N 256..8192 doubling, C 10, 100,
+1000, 4000; no memory pass) and writes ``benchmarks/results/loss_scaling.{png,json}``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import platform
@@ -46,6 +53,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -255,6 +263,72 @@ def fmt(x: float | None, digits: int = 1) -> str:
     return f"{x:.{digits}f}"
 
 
+_PLOT_STYLE = {
+    "ours": ("VarCon, ours", "tab:blue", "-o"),
+    "authors": ("VarCon, authors' algorithm", "tab:orange", "--s"),
+    "supcon": ("SupCon, ours", "tab:green", "-^"),
+    "pml": ("SupCon, pytorch-metric-learning", "tab:red", ":v"),
+}
+
+
+def plot_scaling(results: list[dict], path: Path, title: str) -> None:
+    """Log-log figure of the median forward + backward time against N and against C.
+
+    Left panels: time vs N at each C (VarCon lines grow like N at fixed C, SupCon's like
+    N^2, whatever C). Right panel: time vs C at the largest N (VarCon grows like C once the
+    [N, C] work dominates; SupCon does not depend on C). Dotted grey lines: slopes 1 and 2.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    classes = sorted({r["C"] for r in results})
+    sizes = sorted({r["N"] for r in results})
+    fig, axes = plt.subplots(1, len(classes) + 1, figsize=(4.2 * (len(classes) + 1), 4.0),
+                             squeeze=False)
+    axes = axes[0]
+
+    def draw(ax, xs_key: str, rows: list[dict]) -> None:
+        for method, (label, color, style) in _PLOT_STYLE.items():
+            pts = sorted((r[xs_key], r["ms"][method]) for r in rows if method in r["ms"])
+            if pts:
+                ax.plot(*zip(*pts, strict=True), style, color=color, label=label, ms=4)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ticks = sorted({r[xs_key] for r in rows})
+        ax.set_xticks(ticks, [str(t) for t in ticks], fontsize=7)
+        ax.minorticks_off()
+        ax.grid(True, which="both", alpha=0.25)
+
+    for ax, c in zip(axes[:-1], classes, strict=True):
+        rows = [r for r in results if r["C"] == c]
+        draw(ax, "N", rows)
+        # reference slopes anchored at the smallest N's VarCon time
+        anchor = min(rows, key=lambda r: r["N"])
+        y0 = anchor["ms"].get("ours")
+        if y0:
+            xs = [sizes[0], sizes[-1]]
+            for power, text in ((1, "slope 1 (N)"), (2, "slope 2 (N^2)")):
+                ax.plot(xs, [y0 * (x / xs[0]) ** power for x in xs], ":", color="grey", lw=1)
+                ax.annotate(text, (xs[-1], y0 * (xs[-1] / xs[0]) ** power), fontsize=7,
+                            color="grey", ha="right", va="bottom")
+        ax.set_xlabel("batch rows N")
+        ax.set_ylabel("forward + backward, ms (median)")
+        ax.set_title(f"C = {c} classes")
+    n_max = sizes[-1]
+    rows = [r for r in results if r["N"] == n_max]
+    draw(axes[-1], "C", rows)
+    axes[-1].set_xlabel("classes C")
+    axes[-1].set_title(f"N = {n_max} rows")
+    axes[0].legend(fontsize=7, loc="upper left")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 1024, 4096, 8192])
@@ -285,7 +359,22 @@ def main(argv: list[str] | None = None) -> int:
         "is the wall time of an idle machine; with more threads it also counts spinning)",
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--plot", type=Path, help="write the log-log scaling figure here (PNG)")
+    parser.add_argument("--json", type=Path, help="write every timing here (JSON)")
+    parser.add_argument(
+        "--scaling",
+        action="store_true",
+        help="the scaling figure's grid: N 256..8192, C 10/100/1000/4000, no memory pass; "
+        "writes benchmarks/results/loss_scaling.{png,json} unless --plot/--json say otherwise",
+    )
     args = parser.parse_args(argv)
+    if args.scaling:
+        args.sizes = [256, 512, 1024, 2048, 4096, 8192]
+        args.classes = [10, 100, 1000, 4000]
+        args.no_memory = True
+        results_dir = Path(__file__).resolve().parent / "results"
+        args.plot = args.plot or results_dir / "loss_scaling.png"
+        args.json = args.json or results_dir / "loss_scaling.json"
 
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -308,6 +397,7 @@ def main(argv: list[str] | None = None) -> int:
         "peak MB SupCon ours | peak MB SupCon PML |"
     )
     rows = []
+    results: list[dict] = []
     for n in args.sizes:
         for c in args.classes:
             feats, labels = make_batch(n, c, args.dim, device, args.seed + 1000 * n + c)
@@ -351,6 +441,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             print(row, flush=True)
             rows.append(row)
+            results.append({"N": n, "C": c, "repeats": repeats, "ms": ms, "peak_mb": mb})
             del feats, labels, methods
 
     print()
@@ -358,8 +449,21 @@ def main(argv: list[str] | None = None) -> int:
     print("|" + "---|" * (header.count("|") - 1))
     for row in rows:
         print(row)
-    if hasattr(os, "getloadavg"):
-        print("\n# load average at end: " + ", ".join(f"{x:.2f}" for x in os.getloadavg()))
+    load_end = os.getloadavg() if hasattr(os, "getloadavg") else None
+    if load_end is not None:
+        print("\n# load average at end: " + ", ".join(f"{x:.2f}" for x in load_end))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        meta = {"command": " ".join(sys.argv), "torch": torch.__version__,
+                "threads": torch.get_num_threads(), "device": str(device), "dim": args.dim,
+                "clock": args.clock, "load_end": load_end}
+        args.json.write_text(json.dumps({"meta": meta, "results": results}, indent=1) + "\n")
+        print(f"# wrote {args.json}")
+    if args.plot:
+        title = (f"VarCon O(N*C) vs SupCon O(N^2): forward + backward, D={args.dim}, "
+                 f"{device}, {torch.get_num_threads()} threads, torch {torch.__version__}")
+        plot_scaling(results, args.plot, title)
+        print(f"# wrote {args.plot}")
     return 0
 
 
