@@ -74,6 +74,11 @@ BENCHMARKS: tuple[Benchmark, ...] = (
         full=("--root", "{root}"),
         needs_root=True,
     ),
+    Benchmark(
+        "prototypes", "bench_prototypes.py",
+        quick=("--classes", "1000", "10000", "--repeats", "4"),
+        full=(),
+    ),
 )
 
 

@@ -1,8 +1,8 @@
 """VarCon: variational supervised contrastive learning.
 
-``varcon.load_encoder(run_dir_or_checkpoint)`` rebuilds a trained encoder; the losses are in
-:mod:`varcon.losses`. Sub-packages are imported on first use, so ``import varcon.losses``
-stays light.
+``varcon.load_encoder(run_dir_checkpoint_or_export)`` rebuilds a trained encoder, with its
+preprocessing as ``.transform``; the losses are in :mod:`varcon.losses`. Sub-packages are
+imported on first use, so ``import varcon.losses`` stays light.
 """
 
 from __future__ import annotations

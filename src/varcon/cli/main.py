@@ -18,9 +18,13 @@ EPILOG = """examples:
   varcon pretrain --resume runs/digits-20261122-101500
   varcon linear --checkpoint runs/RUN linear.epochs=20
   varcon knn --checkpoint runs/RUN knn.k=[10,20,200]
+  varcon finetune --checkpoint runs/RUN finetune.epochs=30 finetune.encoder_lr_scale=0.1
   varcon fewshot --checkpoint runs/RUN fewshot.episodes=600
   varcon transfer --checkpoint runs/RUN data.dataset=cifar100 data.root=/data/cifar100
   varcon robustness --checkpoint runs/RUN --baseline runs/CE_RUN
+  varcon export --checkpoint runs/RUN --output exported/RUN --head
+  varcon embed --checkpoint exported/RUN --input photos/ --output photos.parquet
+  varcon embed --checkpoint runs/RUN --input cifar10:test data.root=/data/cifar --output e.npz
   varcon report runs/VARCON runs/SUPCON runs/CE --output reports/cmp
 overrides are key=value with dotted keys (optim.lr=0.1, data.augment_params.hflip_p=0)."""
 
@@ -31,6 +35,7 @@ EVAL_HELP = {
     "fewshot": "N-way K-shot episodes on frozen features",
     "transfer": "linear probe on another dataset (data.dataset=... data.root=...)",
     "robustness": "accuracy of encoder + probe on corrupted test images",
+    "finetune": "fine-tune encoder + linear head end to end (cross-entropy, lower encoder lr)",
 }
 
 
@@ -66,7 +71,32 @@ def _parser() -> argparse.ArgumentParser:
                      help="figures of the first run of each group (default), of every run, "
                      "or none")
     sub.add_parser("configs", help="list the shipped configs")
+    _add_export_parsers(sub)
     return parser
+
+
+def _add_export_parsers(sub: argparse._SubParsersAction) -> None:
+    text = "a checkpoint's encoder as safetensors + JSON (or a torchvision state dict)"
+    exp = sub.add_parser("export", help=text, description=text)
+    exp.add_argument("--checkpoint", required=True,
+                     help="a run directory, a checkpoint file or an exported folder")
+    exp.add_argument("--output", required=True, help="the folder to write")
+    exp.add_argument("--head", action="store_true", help="export the head too")
+    exp.add_argument("--format", choices=("varcon", "torchvision"), default="varcon",
+                     help="torchvision: also a state dict for torchvision.models.resnetN()")
+    exp.add_argument("--overwrite", action="store_true", help="replace an earlier export")
+    text = "embeddings of every image of a folder or dataset, to .npz or .parquet"
+    emb = sub.add_parser("embed", help=text, description=text)
+    emb.add_argument("--checkpoint", required=True,
+                     help="a run directory, a checkpoint file or an exported folder")
+    emb.add_argument("--input", required=True, metavar="DIR_OR_DATASET",
+                     help="a folder of images (class subfolders give labels), or NAME[:SPLIT] "
+                     "with NAME dataset|digits|cifar10|cifar100|imagefolder, SPLIT train|test")
+    emb.add_argument("--output", required=True, help="FILE.npz or FILE.parquet")
+    emb.add_argument("--features", choices=("encoder", "head"), default="encoder")
+    emb.add_argument("--overwrite", action="store_true", help="replace an existing file")
+    emb.add_argument("overrides", nargs="*", metavar="key=value",
+                     help="data.root=..., data.bad_files=skip, eval.batch_size=..., ...")
 
 
 def _table(rows: list[tuple[str, str]]) -> str:
@@ -133,6 +163,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         rows: list[tuple[str, str]] = []
         results = dict(out["results"])
         results.pop("per_corruption", None)  # per-type figures are in the JSON file
+        results.pop("history", None)  # so are fine-tuning's per-epoch curves
         _flatten("", results, rows)
         rows.append(("written to", out["output_dir"]))
         print(f"\n{args.command} ({out['eval_dataset']})\n" + _table(rows), flush=True)
@@ -181,6 +212,36 @@ def _report(args: argparse.Namespace) -> int:
     return 1 if result.problems else 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from varcon.models import export_encoder
+
+    out = export_encoder(args.checkpoint, args.output, head=args.head, format=args.format,
+                         overwrite=args.overwrite)
+    meta = out["meta"]
+    rows = [("architecture", f"{meta['architecture']} (out_dim {meta['out_dim']})"),
+            ("method", meta["method"]), ("files", ", ".join(out["files"]))]
+    if "torchvision" in meta:
+        tv = meta["torchvision"]
+        rows.append(("torchvision", f"{tv['model']}: missing {tv['missing_keys']}, "
+                                    f"unexpected {tv['unexpected_keys']}"))
+    rows.append(("written to", out["output"]))
+    print("\nexport\n" + _table(rows), flush=True)
+    return 0
+
+
+def _embed(args: argparse.Namespace) -> int:
+    from varcon.evaluation.embed import embed_images
+
+    out = embed_images(args.checkpoint, args.input, args.output, features=args.features,
+                       overrides=args.overrides, overwrite=args.overwrite)
+    labels = (f"{len(out['class_names'])} classes" if out["labelled"] else "none")
+    rows = [("images", str(out["n"])), ("dimension", str(out["dim"])),
+            ("features", out["features"]), ("labels", labels),
+            ("skipped", str(len(out["skipped"]))), ("written to", out["output"])]
+    print(f"\nembed ({out['input']})\n" + _table(rows), flush=True)
+    return 0
+
+
 def _configs() -> int:
     from importlib import resources
 
@@ -203,6 +264,10 @@ def main(argv: list[str] | None = None) -> int:
             return _figures(args)
         if args.command == "report":
             return _report(args)
+        if args.command == "export":
+            return _export(args)
+        if args.command == "embed":
+            return _embed(args)
         return _configs()
     except TrainingInterrupted as exc:
         print(f"interrupted: {exc}", file=sys.stderr, flush=True)

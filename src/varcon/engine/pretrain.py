@@ -23,11 +23,11 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from varcon.data import MultiView, TransformedDataset
-from varcon.data.sampling import EpochBatchSampler
 from varcon.evaluation.commands import evaluate_after_pretrain, online_knn
 from varcon.evaluation.session import EvalSession
 from varcon.losses import SupConLoss, VarConLoss
 from varcon.models import CheckpointError, build_network_from_spec, load_checkpoint
+from varcon.models.weights import load_encoder_weights, read_state_dict
 from varcon.runtime.checkpoint import (
     FORMAT_VERSION,
     atomic_save,
@@ -35,7 +35,7 @@ from varcon.runtime.checkpoint import (
     restore_rng_state,
 )
 from varcon.runtime.config import Config, config_to_dict
-from varcon.runtime.data import build_train_data, run_network_spec
+from varcon.runtime.data import build_train_data, build_train_sampler, run_network_spec
 from varcon.runtime.distributed import (
     DistContext,
     all_reduce_sum,
@@ -46,6 +46,7 @@ from varcon.runtime.distributed import (
 from varcon.runtime.logger import Progress, RunLogger
 from varcon.runtime.schedule import WarmupCosine, build_optimizer
 
+from .micro_batch import check_micro_batch, encode_for_loss
 from .rundir import prepare_run_dir
 
 __all__ = ["TrainingDiverged", "TrainingInterrupted", "pretrain", "seed_everything"]
@@ -104,6 +105,10 @@ def build_loss(cfg: Config, num_classes: int) -> nn.Module:
             num_classes=num_classes,
             detach_centroids=cfg.loss.detach_centroids,
             gradient_scale=cfg.loss.gradient_scale,
+            prototypes=cfg.loss.prototypes,
+            momentum=cfg.loss.momentum,
+            # allocated now, so a skipped step can restore them like the BatchNorm buffers
+            embedding_dim=cfg.model.head_dim if cfg.loss.prototypes == "ema" else None,
         )
     if cfg.method == "supcon":
         return SupConLoss(
@@ -129,22 +134,26 @@ def _pretrain(cfg: Config, ctx: DistContext) -> dict[str, Any]:
             f"optim.batch_size={cfg.optim.batch_size} (the global batch) must be divisible by "
             f"the number of processes ({ctx.world_size})"
         )
+    check_micro_batch(cfg.train.micro_batch, cfg.optim.batch_size // ctx.world_size,
+                      ctx.world_size)
     if cfg.train.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
     elif ctx.device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     seed_everything(cfg.seed + ctx.rank)
+    # model.pretrained is read once, before the run directory exists (a bad file is
+    # reported before any work); checkpoints hold the weights from then on, so a resumed
+    # run and evaluation never read it again.
+    pretrained = None
+    if cfg.model.pretrained and not (cfg.resume and _has_checkpoint(cfg.resume)):
+        pretrained = read_state_dict(cfg.model.pretrained)
 
     run_dir = prepare_run_dir(cfg, ctx)
     data = build_train_data(cfg, ctx)
-    sampler = EpochBatchSampler(
-        len(data.dataset),
-        cfg.optim.batch_size // ctx.world_size,
-        rank=ctx.rank,
-        world_size=ctx.world_size,
-        seed=cfg.seed,
-    )
+    # data.sampler: random (EpochBatchSampler) or class_balanced; both give the same global
+    # batches whatever the number of processes, and resume mid-epoch.
+    sampler = build_train_sampler(cfg, data.dataset, ctx)
     # Contrastive methods see several views per image ([B, V, C, H, W]); ce sees one.
     transform = data.train_transform
     if cfg.method != "ce":
@@ -167,11 +176,14 @@ def _pretrain(cfg: Config, ctx: DistContext) -> dict[str, Any]:
 
     spec = run_network_spec(cfg, data)
     net = build_network_from_spec(spec)
+    if pretrained is not None:
+        load_encoder_weights(net.encoder, pretrained, source=cfg.model.pretrained)
     if ctx.distributed and cfg.model.sync_batchnorm:
         net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
     memory_format = torch.channels_last if cfg.model.channels_last else torch.contiguous_format
     net = net.to(ctx.device, memory_format=memory_format)
-    loss_fn = build_loss(cfg, data.info.num_classes)
+    # on the device: the loss may hold buffers (loss.prototypes=ema's class prototypes)
+    loss_fn = build_loss(cfg, data.info.num_classes).to(ctx.device)
     optimizer = build_optimizer(
         net, cfg.optim.optimizer, cfg.optim.lr, cfg.optim.momentum, cfg.optim.weight_decay,
         cfg.optim.nesterov,
@@ -201,6 +213,7 @@ def _pretrain(cfg: Config, ctx: DistContext) -> dict[str, Any]:
             scaler.load_state_dict(state["scaler"])
         start_epoch, start_step = int(state["epoch"]), int(state["step_in_epoch"])
         restore_rng_state(state["rng"])
+        _restore_loss_state(loss_fn, state, ctx.is_main)
         if ctx.is_main:
             print(f"resumed from {cfg.resume}: epoch {start_epoch + 1}, step {start_step}")
             _drop_epochs_after(run_dir / "metrics.jsonl", start_epoch)
@@ -228,6 +241,9 @@ def _pretrain(cfg: Config, ctx: DistContext) -> dict[str, Any]:
             "config": config_to_dict(cfg),
             "rng": capture_rng_state(),
         }
+        loss_state = loss_fn.state_dict()
+        if loss_state:  # e.g. loss.prototypes=ema's class prototypes; batch mode has none
+            state["loss"] = loss_state
         try:
             atomic_save(state, path)
         except OSError as exc:  # disk full, quota, read-only: atomic_save kept the old file
@@ -275,17 +291,22 @@ def _pretrain(cfg: Config, ctx: DistContext) -> dict[str, Any]:
                 lr = schedule.apply(optimizer, global_step)
                 images = train_set.finish(images.to(ctx.device, non_blocking=True))
                 labels = labels.to(ctx.device, non_blocking=True)
+                views = images.shape[1] if images.dim() == 5 else 1  # rows per image
                 if images.dim() == 5:  # [B, V, C, H, W] -> B*V rows, labels repeated per view
                     labels = labels.repeat_interleave(images.shape[1])
                     images = images.flatten(0, 1)
                 images = images.contiguous(memory_format=memory_format)
 
                 # A skipped step must not keep what its forward pass wrote into the
-                # BatchNorm running statistics (NaN there would poison evaluation).
-                saved_buffers = [b.detach().clone() for b in net.buffers()]
-                use_amp = amp_dtype is not None
-                with torch.autocast(ctx.device.type, dtype=amp_dtype, enabled=use_amp):
-                    outputs = model(images)
+                # BatchNorm running statistics (NaN there would poison evaluation), nor
+                # the loss's class prototypes (loss.prototypes=ema) updated by this batch.
+                stateful = [*net.buffers(), *loss_fn.buffers()]
+                saved_buffers = [b.detach().clone() for b in stateful]
+                # train.micro_batch: encoded in chunks without activations, back-propagated
+                # chunk by chunk after the loss (gradient caching, engine/micro_batch.py)
+                outputs, backward = encode_for_loss(
+                    model, images, cfg.train.micro_batch * views, amp_dtype=amp_dtype
+                )
                 stats = None
                 if cfg.method == "varcon":
                     loss, stats = loss_fn(outputs, labels, return_stats=True)
@@ -311,7 +332,7 @@ def _pretrain(cfg: Config, ctx: DistContext) -> dict[str, Any]:
                     consecutive_bad += 1
                     optimizer.zero_grad(set_to_none=True)
                     with torch.no_grad():
-                        for buf, saved in zip(net.buffers(), saved_buffers, strict=True):
+                        for buf, saved in zip(stateful, saved_buffers, strict=True):
                             buf.copy_(saved)
                     if ctx.is_main:
                         print(f"warning: non-finite loss at epoch {epoch + 1}, batch {step}: "
@@ -327,7 +348,7 @@ def _pretrain(cfg: Config, ctx: DistContext) -> dict[str, Any]:
                     continue
                 consecutive_bad = 0
                 optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
+                backward(scaler.scale(loss))
                 scaler.step(optimizer)
                 scaler.update()
 
@@ -390,6 +411,22 @@ def _pretrain(cfg: Config, ctx: DistContext) -> dict[str, Any]:
     if cfg.linear.run_after_pretrain:
         summary.update(evaluate_after_pretrain(evaluation))
     return summary
+
+
+def _restore_loss_state(loss_fn: nn.Module, state: dict[str, Any], verbose: bool) -> None:
+    """Load the loss module's buffers from a checkpoint's "loss" entry. Checkpoints
+    written before the entry existed, or by a loss without state, have none: the loss
+    then starts from its initial state (for loss.prototypes=ema: no class seen yet)."""
+    has_state = bool(loss_fn.state_dict())
+    saved = state.get("loss")
+    if has_state and saved:
+        loss_fn.load_state_dict(saved)
+    elif verbose and has_state:
+        print("note: the checkpoint holds no loss state (class prototypes): they start "
+              "empty and fill up again from the next batches", flush=True)
+    elif verbose and saved:
+        print("note: the checkpoint's loss state (class prototypes) is not used by this "
+              "config's loss (loss.prototypes=batch): ignored", flush=True)
 
 
 def _drop_epochs_after(metrics: Path, epoch: int) -> None:

@@ -17,7 +17,7 @@ from .session import EvalSession, eval_session
 
 __all__ = ["PROTOCOLS", "evaluate_after_pretrain", "evaluate_checkpoint", "online_knn"]
 
-PROTOCOLS = ("linear", "knn", "cluster", "fewshot", "transfer", "robustness")
+PROTOCOLS = ("linear", "knn", "cluster", "fewshot", "transfer", "robustness", "finetune")
 
 
 def _run(protocol: str, session: EvalSession, baseline: str | None) -> dict[str, Any]:
@@ -31,6 +31,10 @@ def _run(protocol: str, session: EvalSession, baseline: str | None) -> dict[str,
         return run_fewshot(session)
     if protocol == "transfer":
         return run_transfer(session)
+    if protocol == "finetune":
+        from .finetune import run_finetune
+
+        return run_finetune(session)
     if protocol == "robustness":
         from .robustness import run_robustness  # needs the optional corruptions package
 

@@ -6,7 +6,13 @@ or use it alone (``from varcon.losses import VarConLoss``).
 
 from . import functional
 from .distributed import gather_batch
-from .functional import VarConStats, supcon_loss, varcon_loss
+from .functional import (
+    VarConStats,
+    ema_prototype_update_,
+    supcon_loss,
+    varcon_loss,
+    varcon_prototype_loss,
+)
 from .supcon import SupConLoss
 from .varcon import VarConLoss
 
@@ -14,8 +20,10 @@ __all__ = [
     "SupConLoss",
     "VarConLoss",
     "VarConStats",
+    "ema_prototype_update_",
     "functional",
     "gather_batch",
     "supcon_loss",
     "varcon_loss",
+    "varcon_prototype_loss",
 ]

@@ -22,7 +22,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["VarConStats", "check_inputs", "supcon_loss", "varcon_loss"]
+__all__ = [
+    "VarConStats",
+    "batch_class_centroids",
+    "check_inputs",
+    "check_momentum",
+    "check_prototypes",
+    "ema_prototype_update_",
+    "supcon_loss",
+    "varcon_loss",
+    "varcon_prototype_loss",
+]
 
 _REDUCTIONS = ("mean", "sum", "none")
 
@@ -325,33 +335,56 @@ def varcon_loss(
             mask_bias = torch.zeros(num_cols, dtype=dtype, device=z.device).masked_fill(
                 ~present, float("-inf")
             )
-        # Work with logit differences d_c = l_c - l_r over the other classes, so that
-        # -log p(r|z) = softplus(logsumexp_{c != r} d_c) keeps full relative precision
-        # for confident samples (lse - l_r would cancel to a few ulps of 1/tau1).
-        if centroids.requires_grad:
-            terms = _class_logit_terms_autograd(z, centroids, mask_bias, index)
-        else:
-            terms = _ClassLogitTerms.apply(z, centroids, mask_bias, index)
-        lse_other, logit_true, sum_logits = terms
-        nll = F.softplus(lse_other)  # -log p(r|z)
-        log_p_true = -nll
-        confidence = log_p_true.exp()
-
-        tau2 = (temperature - epsilon) + 2.0 * epsilon * confidence
-        inv_tau2 = tau2.reciprocal()  # a
-        log_q_true = -F.softplus(log_others - inv_tau2)  # a - log Z, Z = e^a + C - 1
-        log_q_other = log_q_true - inv_tau2  # -log Z
-        q_true = log_q_true.exp()
-        others_mass = torch.exp(log_others + log_q_other)  # (C-1) * q_o; exactly 0 when C = 1
-
-        sum_other_diffs = sum_logits - num_present * logit_true  # sum_{c != r} d_c
-        mean_other_diffs = sum_other_diffs / other_count
-        # KL = q_r (log q_r - log p_r) + (C-1) q_o mean_{c != r}(log q_o - log p_c),
-        # with log p_c = d_c + log p_r
-        kl = q_true * (log_q_true - log_p_true) + others_mass * (
-            log_q_other - log_p_true - mean_other_diffs
+        return _varcon_from_centroids(
+            z, index, centroids, mask_bias, num_present, log_others, other_count,
+            temperature, epsilon, reduction, return_stats,
         )
-        per_sample = kl + nll
+
+
+def _varcon_from_centroids(
+    z: Tensor,
+    index: Tensor,
+    centroids: Tensor,
+    mask_bias: Tensor | None,
+    num_present: Tensor | float,
+    log_others: Tensor | float,
+    other_count: Tensor | float,
+    temperature: float,
+    epsilon: float,
+    reduction: str,
+    return_stats: bool,
+) -> Tensor | tuple[Tensor, VarConStats]:
+    """Eqs. 7, 8, 10-13 given the columns of the softmax: ``centroids`` [K, D] pre-scaled
+    by 1/tau1 (columns outside the softmax exactly zero, and -inf in ``mask_bias``), C =
+    ``num_present`` columns in the softmax, ``log_others`` = log(C - 1) and ``other_count``
+    = max(C - 1, 1). Shared by :func:`varcon_loss` and :func:`varcon_prototype_loss`."""
+    # Work with logit differences d_c = l_c - l_r over the other classes, so that
+    # -log p(r|z) = softplus(logsumexp_{c != r} d_c) keeps full relative precision
+    # for confident samples (lse - l_r would cancel to a few ulps of 1/tau1).
+    if centroids.requires_grad:
+        terms = _class_logit_terms_autograd(z, centroids, mask_bias, index)
+    else:
+        terms = _ClassLogitTerms.apply(z, centroids, mask_bias, index)
+    lse_other, logit_true, sum_logits = terms
+    nll = F.softplus(lse_other)  # -log p(r|z)
+    log_p_true = -nll
+    confidence = log_p_true.exp()
+
+    tau2 = (temperature - epsilon) + 2.0 * epsilon * confidence
+    inv_tau2 = tau2.reciprocal()  # a
+    log_q_true = -F.softplus(log_others - inv_tau2)  # a - log Z, Z = e^a + C - 1
+    log_q_other = log_q_true - inv_tau2  # -log Z
+    q_true = log_q_true.exp()
+    others_mass = torch.exp(log_others + log_q_other)  # (C-1) * q_o; exactly 0 when C = 1
+
+    sum_other_diffs = sum_logits - num_present * logit_true  # sum_{c != r} d_c
+    mean_other_diffs = sum_other_diffs / other_count
+    # KL = q_r (log q_r - log p_r) + (C-1) q_o mean_{c != r}(log q_o - log p_c),
+    # with log p_c = d_c + log p_r
+    kl = q_true * (log_q_true - log_p_true) + others_mass * (
+        log_q_other - log_p_true - mean_other_diffs
+    )
+    per_sample = kl + nll
 
     loss = _reduce(per_sample, reduction)
     if not return_stats:
@@ -361,9 +394,182 @@ def varcon_loss(
         nll=nll.detach(),
         tau2=tau2.detach(),
         confidence=confidence.detach(),
-        classes_in_batch=torch.as_tensor(num_present, dtype=dtype, device=z.device).detach(),
+        classes_in_batch=torch.as_tensor(num_present, dtype=z.dtype, device=z.device).detach(),
     )
     return loss, stats
+
+
+def check_prototypes(prototypes: Tensor, valid: Tensor, dim: int | None = None) -> None:
+    """Raise ``ValueError`` unless ``prototypes`` is [K, dim] floating point (any D when
+    ``dim`` is None) and ``valid`` a [K] bool mask on the same device."""
+    if not isinstance(prototypes, Tensor) or not isinstance(valid, Tensor):
+        raise ValueError("prototypes and valid must be torch.Tensor objects")
+    if prototypes.dim() != 2 or not prototypes.is_floating_point():
+        raise ValueError(
+            f"prototypes must be a floating-point [K, D] matrix (one row per class), got "
+            f"shape {tuple(prototypes.shape)} and dtype {prototypes.dtype}"
+        )
+    if dim is not None and prototypes.shape[1] != dim:
+        raise ValueError(
+            f"prototypes have dimension {prototypes.shape[1]} but the features have {dim}; "
+            "build the prototypes with the embedding dimension of the features"
+        )
+    if valid.dtype != torch.bool or tuple(valid.shape) != (prototypes.shape[0],):
+        raise ValueError(
+            f"valid must be a bool mask of shape [K] = [{prototypes.shape[0]}], got shape "
+            f"{tuple(valid.shape)} and dtype {valid.dtype}; e.g. valid = seen.bool()"
+        )
+    if valid.device != prototypes.device:
+        raise ValueError(
+            f"prototypes ({prototypes.device}) and valid ({valid.device}) must be on the same "
+            "device; move both with .to(device)"
+        )
+
+
+def batch_class_centroids(z: Tensor, index: Tensor, num_classes: int) -> tuple[Tensor, Tensor]:
+    """Normalised class centroids of a batch and which classes it holds.
+
+    ``w_c = normalize(sum_{j : y_j = c} z_j)`` (= normalize(mean)), [K, D], exactly zero for
+    classes absent from the batch; ``present`` [K] bool. Gradients flow to ``z`` unless
+    the caller detaches it; no host-device synchronisation.
+    """
+    sums = z.new_zeros(num_classes, z.shape[1]).index_add(0, index, z)
+    counts = torch.zeros(num_classes, dtype=torch.long, device=z.device).index_add_(
+        0, index, torch.ones_like(index)
+    )
+    return F.normalize(sums, dim=1), counts > 0
+
+
+def varcon_prototype_loss(
+    features: Tensor,
+    labels: Tensor,
+    prototypes: Tensor,
+    valid: Tensor,
+    temperature: float = 0.1,
+    epsilon: float = 0.02,
+    *,
+    detach_centroids: bool = True,
+    reduction: str = "mean",
+    return_stats: bool = False,
+) -> Tensor | tuple[Tensor, VarConStats]:
+    r"""VarCon loss whose softmax also runs over classes absent from the batch, through
+    their prototypes (e.g. running averages of past centroids, :func:`ema_prototype_update`).
+
+    With K classes, P the classes present in the batch, ``valid`` the classes whose
+    prototype ``mu_c`` (row c of ``prototypes``, unit norm) may be used and
+    A = P | valid the C = |A| classes of the softmax:
+
+        w_c      = normalize( mean_{j : y_j = c} z_j )    c in P   (this batch's centroid)
+        w_c      = mu_c                                    c in A \ P (the prototype)
+        p(c|z_i) = softmax_{c in A}( z_i . w_c / tau1 )                       (Eq. 8)
+        tau2_i   = (tau1 - eps) + 2 * eps * p(r|z_i)                          (Eq. 13)
+        q(c|z_i) = [1 + (e^{1/tau2_i} - 1) 1{c = r}] / (e^{1/tau2_i} + C - 1)  (Eqs. 10-12)
+        loss_i   = KL( q(.|z_i) || p(.|z_i) ) - log p(r|z_i)                  (Eq. 7)
+
+    Present classes use the batch's own centroid even when they have a prototype: it is
+    computed from the current encoder (no staleness) and, like the paper's, is a constant
+    for the gradient (``detach_centroids=True``); the prototypes only add the absent
+    classes as negatives (they never carry a gradient). With ``valid`` all False the
+    loss is :func:`varcon_loss` with ``num_classes=K``, bit for bit. Classes neither
+    present nor valid are left out of the softmax (their ``prototypes`` rows are unused).
+
+    Cost: O(N*K*D) time, O(N*K) memory (the [N, K] logits), as :func:`varcon_loss`.
+
+    Args:
+        features: [N, D] embeddings (L2-normalised by the model; used as given).
+        labels: [N] integer labels in [0, K).
+        prototypes: [K, D] unit-norm class prototypes (constants: never differentiated).
+        valid: [K] bool, the prototypes that may enter the softmax.
+        temperature, epsilon, detach_centroids, reduction, return_stats: as in
+            :func:`varcon_loss`. ``stats.classes_in_batch`` is C = |A|, the number of
+            classes in the softmax.
+    """
+    check_hyperparameters(temperature, epsilon)
+    check_reduction(reduction)
+    check_prototypes(prototypes, valid)
+    num_cols = prototypes.shape[0]
+    check_inputs(features, labels, num_cols)
+    check_prototypes(prototypes, valid, features.shape[1])
+
+    dtype = _compute_dtype(features)
+    with torch.autocast(device_type=features.device.type, enabled=False):
+        z = features.to(dtype)
+        index = labels.long()
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not detach_centroids):
+            batch_centroids, present = batch_class_centroids(z, index, num_cols)
+        if detach_centroids:
+            batch_centroids = batch_centroids.detach()
+        stored = prototypes.detach().to(dtype)
+        # Columns outside the softmax must be exactly zero (sum_c w_c enters the KL term):
+        # batch_centroids already is, for every class absent from the batch.
+        from_store = valid & ~present
+        centroids = torch.where(from_store[:, None], stored, batch_centroids) / temperature
+        active = present | valid
+        num_active = active.sum().to(dtype)  # C, as a tensor: no sync
+        log_others = torch.log(num_active - 1)  # log(C-1); -inf when C = 1
+        other_count = (num_active - 1).clamp_min(1)
+        mask_bias = torch.zeros(num_cols, dtype=dtype, device=z.device).masked_fill(
+            ~active, float("-inf")
+        )
+        return _varcon_from_centroids(
+            z, index, centroids, mask_bias, num_active, log_others, other_count,
+            temperature, epsilon, reduction, return_stats,
+        )
+
+
+@torch.no_grad()
+def ema_prototype_update_(
+    prototypes: Tensor, valid: Tensor, features: Tensor, labels: Tensor, momentum: float
+) -> None:
+    r"""One exponential-moving-average step of unit-norm class prototypes, in place and
+    without autograd.
+
+    For every class c present in the batch, with ``w_c = normalize(mean of its z_j)``:
+
+        mu_c <- normalize( m * mu_c + (1 - m) * w_c )    if valid_c (seen before)
+        mu_c <- w_c                                       otherwise (first sighting)
+        valid_c <- True
+
+    Absent classes keep their row and flag, bit for bit. A class whose update is not
+    finite (NaN or inf features) keeps its old row and flag, so one bad step cannot poison
+    the bank; this is decided per row on the device, with no host synchronisation.
+
+    Only the rows of the batch's labels are computed and written (duplicates of a class
+    carry identical values): O(N*D) work beyond one [K, D] zero fill for the class sums.
+
+    Args:
+        prototypes: [K, D] current prototypes, updated in place (kept in their dtype).
+        valid: [K] bool, updated in place.
+        features: [N, D]; labels: [N] in [0, K); momentum: m in [0, 1).
+    """
+    check_momentum(momentum)
+    check_prototypes(prototypes, valid)
+    check_inputs(features, labels, prototypes.shape[0])
+    check_prototypes(prototypes, valid, features.shape[1])
+    dtype = torch.promote_types(_compute_dtype(features), prototypes.dtype)
+    with torch.autocast(device_type=features.device.type, enabled=False):
+        z = features.detach().to(dtype)
+        index = labels.long()
+        sums = z.new_zeros(prototypes.shape[0], z.shape[1]).index_add_(0, index, z)
+        centroid = F.normalize(sums[index], dim=1)  # w_{y_j}, one row per sample [N, D]
+        old = prototypes[index].to(dtype)
+        seen = valid[index]
+        blended = F.normalize(momentum * old + (1.0 - momentum) * centroid, dim=1)
+        new = torch.where(seen[:, None], blended, centroid)
+        ok = torch.isfinite(new.sum(dim=1))  # NaN/inf anywhere in the row shows in its sum
+        # every read above happens before these writes
+        prototypes.index_copy_(0, index, torch.where(ok[:, None], new, old).to(prototypes.dtype))
+        valid.index_copy_(0, index, seen | ok)
+
+
+def check_momentum(momentum: float) -> None:
+    """Raise ``ValueError`` unless ``0 <= momentum < 1``."""
+    m = _as_real(momentum)
+    if m is None or not 0 <= m < 1:
+        raise ValueError(
+            f"momentum must be a number in [0, 1), got {momentum!r}; it is the weight of the "
+            "old prototype in each update (e.g. momentum=0.9; 0 keeps only the newest centroid)"
+        )
 
 
 def supcon_loss(

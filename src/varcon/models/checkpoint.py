@@ -152,11 +152,15 @@ def load_network(
 
 
 def load_encoder(path: str | Path, *, map_location: str | torch.device = "cpu") -> nn.Module:
-    """The trained encoder of a checkpoint or run directory, in eval mode.
+    """The trained encoder of a run directory, a checkpoint file or an exported folder
+    (``varcon export``), in eval mode.
 
     ``encoder(images [N, C, H, W]) -> features [N, encoder.out_dim]``; inputs are normalised
-    as in training (the run's ``data.mean``/``data.std``, recorded in its config).
-    Loaded with ``weights_only=True``; no optimizer state is kept.
+    as in training. ``encoder.transform`` is that preprocessing (a torchvision transforms-v2
+    pipeline: PIL image or uint8 tensor ``[C, H, W]`` -> float32 ``[C, S, S]``), so
+    ``encoder(encoder.transform(image)[None])`` embeds one image. Loaded with
+    ``weights_only=True`` or from safetensors; no optimizer state is kept.
     """
-    net, _ = load_network(path, map_location=map_location)
-    return net.encoder
+    from .export import load_trained  # export builds on this module
+
+    return load_trained(path, map_location=map_location).encoder

@@ -10,7 +10,7 @@ from torch import nn
 from .heads import ProjectionHead
 from .registry import create_model
 
-__all__ = ["METHODS", "Network", "build_network"]
+__all__ = ["METHODS", "Network", "build_head", "build_network"]
 
 METHODS = ("varcon", "supcon", "ce")
 
@@ -62,9 +62,17 @@ def build_network(
     encoder = create_model(
         encoder_name, in_channels=in_channels, image_size=image_size, **encoder_kwargs
     )
-    head: nn.Module
+    return Network(encoder, build_head(method, encoder.out_dim, num_classes=num_classes,
+                                       head_dim=head_dim, head_hidden=head_hidden))
+
+
+def build_head(
+    method: str, in_dim: int, *, num_classes: int, head_dim: int = 128,
+    head_hidden: int | None = None,
+) -> nn.Module:
+    """The method's head on ``[N, in_dim]`` encoder features (see :func:`build_network`)."""
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; expected one of {list(METHODS)}")
     if method == "ce":
-        head = nn.Linear(encoder.out_dim, int(num_classes))
-    else:
-        head = ProjectionHead(encoder.out_dim, head_hidden, head_dim)
-    return Network(encoder, head)
+        return nn.Linear(int(in_dim), int(num_classes))
+    return ProjectionHead(int(in_dim), head_hidden, head_dim)

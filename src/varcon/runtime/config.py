@@ -33,6 +33,7 @@ __all__ = [
     "DataConfig",
     "EvalConfig",
     "FewshotConfig",
+    "FinetuneConfig",
     "KnnConfig",
     "LinearConfig",
     "LossConfig",
@@ -81,17 +82,29 @@ class DataConfig:
     augment_params: dict[str, Any] = field(default_factory=dict)  # constructor overrides
     num_workers: int = 2
     views: int = 2  # augmented views per image for contrastive methods (ce uses 1)
+    # batch composition: random (a slice of one permutation per epoch) | class_balanced
+    # (samples_per_class images of each of batch_size / samples_per_class classes per batch;
+    # varcon.data.sampling.ClassBalancedBatchSampler)
+    sampler: str = "random"
+    samples_per_class: int | None = None
     # Class subsets (names or indices; applied to every split, labels renumbered 0..K-1 in the
     # dataset's class order): pre-train on some classes, evaluate transfer on the others.
     classes: list[Any] | None = None  # keep only these classes
     exclude_classes: list[Any] | None = None  # drop these classes
     per_class: int | None = None  # training split: a seeded class-balanced subset of N per class
+    # Many classes from few (varcon.data.variants): each image in one of `rotations` quarter-turn
+    # rotations (1, 2, 4) and one of `channel_orders` RGB orders (1..6), label = (class, r, p).
+    rotations: int = 1
+    channel_orders: int = 1
 
 
 @dataclass
 class ModelConfig:
     encoder: str = "small_cnn"  # any name from varcon.models.list_models()
     kwargs: dict[str, Any] = field(default_factory=dict)  # factory arguments, e.g. {width: 16}
+    # local encoder weights (.safetensors or a torch state dict) loaded before pre-training;
+    # checkpoints hold the weights afterwards, so this file is never read again
+    pretrained: str | None = None
     head_dim: int = 128
     head_hidden: int | None = None  # None = encoder width
     sync_batchnorm: bool = False
@@ -107,6 +120,10 @@ class LossConfig:
     # exact: DDP yields the exact gradient of the global-batch loss.
     # per_rank: the authors' multi-GPU behaviour, 1/W of it (W = world size).
     gradient_scale: str = "exact"
+    # VarCon's centroids: batch (the batch's classes only, the paper) | ema (plus running
+    # prototypes of every class seen so far: absent classes join the softmax as negatives)
+    prototypes: str = "batch"
+    momentum: float = 0.9  # ema: weight of the old prototype in each update, in [0, 1)
 
 
 @dataclass
@@ -139,6 +156,10 @@ class TrainConfig:
     # split, logged as val_knn_top1 in metrics.jsonl (0: never). Costs one pass of the encoder
     # over both splits without gradients.
     eval_every: int = 0
+    # encode each process's batch in chunks of this many images (all their views together) and
+    # back-propagate chunk by chunk with the whole batch's cached embedding gradient: the same
+    # step in less activation memory (varcon.engine.micro_batch). 0: the whole batch at once.
+    micro_batch: int = 0
 
 
 @dataclass
@@ -151,6 +172,20 @@ class LinearConfig:
     warmup_epochs: int = 0
     augment: str = "linear"  # training-split augmentation of the probe
     run_after_pretrain: bool = True
+
+
+@dataclass
+class FinetuneConfig:
+    """``varcon finetune``: encoder + linear head trained end to end with cross-entropy."""
+
+    epochs: int = 30
+    batch_size: int = 256
+    lr: float = 0.1  # the head's rate; the encoder's is lr * encoder_lr_scale
+    encoder_lr_scale: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    warmup_epochs: int = 0
+    augment: str = "linear"  # training-split augmentation (the probe's by default)
 
 
 @dataclass
@@ -211,6 +246,7 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     linear: LinearConfig = field(default_factory=LinearConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     knn: KnnConfig = field(default_factory=KnnConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
@@ -484,6 +520,7 @@ def validate_config(cfg: Config) -> None:
         p.append(f"loss.temperature: must be > 0, got {t}")
     elif not 0 <= e < t:
         p.append(f"loss.epsilon: must satisfy 0 <= epsilon < temperature ({t}), got {e}")
+    _validate_prototypes(p, cfg)
     o = cfg.optim
     if not o.lr > 0:
         p.append(f"optim.lr: must be > 0, got {o.lr}")
@@ -510,6 +547,7 @@ def validate_config(cfg: Config) -> None:
     for key in ("save_every", "tau2_every", "log_every", "max_steps_per_epoch", "eval_every"):
         if getattr(tr, key) < 0:
             p.append(f"train.{key}: must be >= 0, got {getattr(tr, key)}")
+    _validate_batch_composition(p, cfg)
     if tr.max_nonfinite_steps < 1:
         p.append(f"train.max_nonfinite_steps: must be >= 1, got {tr.max_nonfinite_steps}")
     li = cfg.linear
@@ -523,11 +561,45 @@ def validate_config(cfg: Config) -> None:
         fix = max(0, min(li.warmup_epochs, li.epochs - 1))
         p.append(f"linear.warmup_epochs: must be >= 0 and < linear.epochs ({li.epochs}), got "
                  f"{li.warmup_epochs}; set linear.warmup_epochs={fix} (or fewer)")
+    _validate_finetune(p, cfg.finetune)
     _validate_data_subsets(p, cfg.data)
     _validate_model_kwargs(p, cfg.model)
     _validate_evaluation(p, cfg)
     if p:
         raise ConfigError(p)
+
+
+def _validate_prototypes(p: list[str], cfg: Config) -> None:
+    lo = cfg.loss
+    _choice(p, "loss.prototypes", lo.prototypes, ("batch", "ema"))
+    m = lo.momentum
+    if isinstance(m, bool) or not isinstance(m, (int, float)) or not 0 <= m < 1:
+        p.append(f"loss.momentum: must be a number in [0, 1) (the weight of the old prototype "
+                 f"in each update, e.g. 0.9), got {m!r}")
+    if lo.prototypes == "ema" and cfg.method != "varcon":
+        p.append(f"loss.prototypes: 'ema' applies to method=varcon only (got method="
+                 f"{cfg.method}); set loss.prototypes=batch, or method=varcon")
+
+
+def _validate_finetune(p: list[str], f: FinetuneConfig) -> None:
+    _choice(p, "finetune.augment", f.augment, AUGMENTS)
+    if f.epochs < 1:
+        p.append(f"finetune.epochs: must be >= 1, got {f.epochs}")
+    if f.batch_size < 1:
+        p.append(f"finetune.batch_size: must be >= 1, got {f.batch_size}")
+    if not f.lr > 0:
+        p.append(f"finetune.lr: must be > 0, got {f.lr}")
+    if not f.encoder_lr_scale > 0:
+        p.append(f"finetune.encoder_lr_scale: must be > 0 (the encoder's rate is finetune.lr "
+                 f"times it; for a frozen encoder use varcon linear), got {f.encoder_lr_scale}")
+    if not 0 <= f.momentum < 1:
+        p.append(f"finetune.momentum: must be in [0, 1), got {f.momentum}")
+    if f.weight_decay < 0:
+        p.append(f"finetune.weight_decay: must be >= 0, got {f.weight_decay}")
+    if f.warmup_epochs < 0 or f.warmup_epochs >= f.epochs:
+        fix = max(0, min(f.warmup_epochs, f.epochs - 1))
+        p.append(f"finetune.warmup_epochs: must be >= 0 and < finetune.epochs ({f.epochs}), "
+                 f"got {f.warmup_epochs}; set finetune.warmup_epochs={fix} (or fewer)")
 
 
 def _validate_data_subsets(p: list[str], d: DataConfig) -> None:
@@ -546,6 +618,49 @@ def _validate_data_subsets(p: list[str], d: DataConfig) -> None:
             p.append(f"data.classes and data.exclude_classes both name {overlap}")
     if d.per_class is not None and d.per_class < 1:
         p.append(f"data.per_class: must be >= 1 (or null for all images), got {d.per_class}")
+    from varcon.data.variants import check_variants
+
+    try:
+        check_variants(d.rotations, d.channel_orders)
+    except ValueError as exc:
+        p.append(str(exc))
+    if d.channel_orders > 1 and d.augment == "simaugment" and (
+            d.augment_params.get("grayscale_p", 0.2) > 0):
+        p.append("data.channel_orders > 1 makes the channel order part of the label, and "
+                 "grayscale erases it: set data.augment_params.grayscale_p=0")
+
+
+def _validate_batch_composition(p: list[str], cfg: Config) -> None:
+    """data.sampler / data.samples_per_class and train.micro_batch against the global batch
+    (the per-process batch and the class counts are checked when training starts)."""
+    d, batch, k = cfg.data, cfg.optim.batch_size, cfg.train.micro_batch
+    _choice(p, "data.sampler", d.sampler, ("random", "class_balanced"))
+    m = d.samples_per_class
+    if d.sampler == "class_balanced" and m is None:
+        p.append("data.sampler=class_balanced needs data.samples_per_class (images of each "
+                 "class per batch, e.g. data.samples_per_class=4)")
+    elif d.sampler == "random" and m is not None:
+        p.append(f"data.samples_per_class={m} is only used by the class-balanced sampler: set "
+                 "data.sampler=class_balanced, or remove data.samples_per_class")
+    elif m is not None and m < 1:
+        p.append(f"data.samples_per_class: must be >= 1, got {m}")
+    elif m is not None and batch >= 1 and batch % m:
+        p.append(f"data.samples_per_class={m} must divide optim.batch_size={batch} (each batch "
+                 f"holds batch_size / samples_per_class whole classes): use a batch of "
+                 f"{max(batch // m, 1) * m} or {-(-batch // m) * m}, or a divisor of {batch}")
+    if k < 0:
+        p.append(f"train.micro_batch: must be >= 0 (0: the whole batch at once), got {k}")
+    elif k > batch >= 1:
+        p.append(f"train.micro_batch={k} is larger than the batch (optim.batch_size={batch}): "
+                 f"use a divisor of {batch}, or 0 for the whole batch at once")
+    elif k and batch >= 1 and batch % k:
+        p.append(f"train.micro_batch={k} must divide optim.batch_size={batch} (equal chunks): "
+                 f"use a divisor of {batch}, e.g. {_largest_divisor_at_most(batch, k)}")
+
+
+def _largest_divisor_at_most(n: int, k: int) -> int:
+    """The largest divisor of ``n`` that is <= ``k`` (searching 10,000 candidates; else 1)."""
+    return next((d for d in range(k, max(k - 10_000, 0), -1) if n % d == 0), 1)
 
 
 def _validate_model_kwargs(p: list[str], m: ModelConfig) -> None:
@@ -556,8 +671,11 @@ def _validate_model_kwargs(p: list[str], m: ModelConfig) -> None:
 
     try:
         check_model_kwargs(m.encoder, {k: v for k, v in m.kwargs.items() if k not in reserved})
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, ImportError) as exc:  # ImportError: timm/ without timm
         p.append(f"model: {exc}")
+    if m.pretrained is not None and not m.pretrained.strip():
+        p.append("model.pretrained: give a weights file (.safetensors or a torch state dict) "
+                 "or null for random initialisation")
 
 
 def _validate_evaluation(p: list[str], cfg: Config) -> None:

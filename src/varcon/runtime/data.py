@@ -9,12 +9,15 @@ from typing import Any
 import torch
 
 from varcon.data import build_dataset, build_transform
+from varcon.data.sampling import ClassBalancedBatchSampler, EpochBatchSampler
 from varcon.data.subsets import select_classes, take_per_class
+from varcon.data.variants import add_variants
 
 from .config import Config
 from .distributed import DistContext, barrier
 
-__all__ = ["RunData", "build_split", "build_train_data", "run_network_spec"]
+__all__ = ["RunData", "build_split", "build_train_data", "build_train_sampler",
+           "run_network_spec"]
 
 
 @dataclass
@@ -29,7 +32,8 @@ class RunData:
 
 def build_split(cfg: Config, split: str, ctx: DistContext | None = None) -> Any:
     """Load one split, restricted to ``data.classes``/``data.exclude_classes`` (and, for
-    the training split, ``data.per_class`` images per class, seeded by ``cfg.seed``).
+    the training split, ``data.per_class`` images per class, seeded by ``cfg.seed``), then
+    relabelled by ``data.rotations``/``data.channel_orders`` (:mod:`varcon.data.variants`).
 
     Rank 0 loads first (it may write the decoded-image cache); the other ranks then read it.
     """
@@ -45,7 +49,8 @@ def build_split(cfg: Config, split: str, ctx: DistContext | None = None) -> Any:
         dataset = select_classes(dataset, d.classes, d.exclude_classes)
         if split == "train" and d.per_class is not None:
             dataset = take_per_class(dataset, d.per_class, seed=cfg.seed)
-        return dataset
+        # after the subsets: per_class counts images of the original classes
+        return add_variants(dataset, d.rotations, d.channel_orders)
 
     if ctx is None or not ctx.distributed:
         return load()
@@ -72,6 +77,31 @@ def build_train_data(cfg: Config, ctx: DistContext | None = None) -> RunData:
         cfg.data.augment, image_size, mean, std, **cfg.data.augment_params
     )
     return RunData(dataset, info, image_size, mean, std, transform)
+
+
+def build_train_sampler(
+    cfg: Config, dataset: Any, ctx: DistContext | None = None
+) -> EpochBatchSampler | ClassBalancedBatchSampler:
+    """This process's batch sampler for pre-training (``data.sampler``): full global batches
+    of ``optim.batch_size`` split over the processes, ``(index, item_seed)`` items,
+    resumable with ``set_epoch(epoch, first_step)``. Raises ``ValueError`` naming the fix
+    when the batch does not fit the data (checked before any step)."""
+    rank, world = (ctx.rank, ctx.world_size) if ctx is not None else (0, 1)
+    per_process = cfg.optim.batch_size // world
+    if cfg.data.sampler == "class_balanced":
+        assert cfg.data.samples_per_class is not None  # validate_config requires it
+        targets = getattr(dataset, "targets", None)
+        if targets is None:
+            raise ValueError(
+                f"data.sampler=class_balanced needs the labels of the training split, but "
+                f"{type(dataset).__name__} has no .targets: use data.sampler=random"
+            )
+        return ClassBalancedBatchSampler(
+            targets, per_process, cfg.data.samples_per_class, rank=rank, world_size=world,
+            seed=cfg.seed,
+        )
+    return EpochBatchSampler(len(dataset), per_process, rank=rank, world_size=world,
+                             seed=cfg.seed)
 
 
 def run_network_spec(cfg: Config, data: RunData) -> dict[str, Any]:
