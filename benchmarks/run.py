@@ -79,6 +79,11 @@ BENCHMARKS: tuple[Benchmark, ...] = (
         quick=("--classes", "1000", "10000", "--repeats", "4"),
         full=(),
     ),
+    Benchmark(
+        "micro_batch", "bench_micro_batch.py",
+        quick=("--batch-size", "256", "--micro-batch", "64", "--steps", "2"),
+        full=("--batch-size", "1024", "--micro-batch", "128", "--steps", "2"),
+    ),
 )
 
 

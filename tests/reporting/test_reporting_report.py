@@ -134,9 +134,13 @@ def test_every_figure_is_in_both_files(report: dict[str, Any]) -> None:
     import json
 
     out, md, page = report["out"], report["md"], report["html"]
-    figure_dirs = sorted((out / "figures").iterdir())
+    figure_dirs = sorted(d for d in (out / "figures").iterdir() if d.is_dir())
     assert len(figure_dirs) == 3  # the first run of each group
-    total = 0
+    # plus the groups' curves in one figure
+    assert sorted(f.name for f in (out / "figures").iterdir() if f.is_file()) == [
+        "group_curves.png"]
+    assert "](figures/group_curves.png)" in md
+    total = 1
     for folder in figure_dirs:
         pngs = sorted(folder.glob("*.png"))
         assert pngs, folder

@@ -406,6 +406,29 @@ def _figure_blocks(run: Run, name: str, label: str, dest: Path, manifest: dict[s
     return blocks
 
 
+def _group_curve_blocks(groups: list[list[Run]], labels: dict[Path, str], output_dir: Path,
+                        warnings: list[str]) -> list[render.Block]:
+    """The groups' training curves in one figure (convergence, tau2), when two or more groups
+    or runs record per-epoch metrics; nothing (and a warning) without matplotlib."""
+    from .compare import describe, group_curves
+    from .figures import PlotsNotInstalledError
+
+    if sum(len(g) for g in groups) < 2:
+        return []
+    try:
+        curves = group_curves(groups, labels, output_dir / "figures" / "group_curves.png")
+    except PlotsNotInstalledError as exc:
+        warnings.append(f"group curves not drawn: {exc}")
+        return []
+    warnings.extend(curves.warnings)
+    if curves.path is None:
+        return []
+    return [render.Heading(2, "Training curves by group"),
+            render.Image(path=curves.path.relative_to(output_dir).as_posix(),
+                         data=curves.path.read_bytes(), alt="training curves by group",
+                         caption=describe(curves))]
+
+
 # ----------------------------------------------------------------------------- report
 
 
@@ -558,6 +581,9 @@ def build_report(run_dirs: Sequence[str | os.PathLike[str]], output_dir: str | o
         blocks.append(render.Table(
             ["run", "evaluation", "file", "features", "evaluated on", "classes", "settings",
              "checkpoint", "created", "seconds"], rows))
+
+        if figures != "none":
+            blocks.extend(_group_curve_blocks(groups, labels, out, warnings))
 
         if figure_runs:
             blocks.append(render.Heading(2, "Figures"))

@@ -1,0 +1,114 @@
+"""Curves of several groups of runs in one figure: convergence and tau2 side by side.
+
+For each per-epoch metric in ``metrics.jsonl`` that some run of the report records (kNN top-1
+on the test split during training, tau2's mean and spread, the loss), one panel with one line
+per group: the mean over the group's runs (seeds) at each epoch, and a band from the lowest to
+the highest run, so seed spread is visible beside the difference between groups. An epoch
+enters a group's line only where at least one of its runs recorded it; the band needs two.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from .figures import _matplotlib
+from .runs import Run, number, read_metrics
+
+__all__ = ["COMPARED_METRICS", "GroupCurves", "describe", "group_curves"]
+
+# (metrics.jsonl key, panel title, y label)
+COMPARED_METRICS: tuple[tuple[str, str, str], ...] = (
+    ("val_knn_top1", "kNN top-1 on the test split during training", "kNN top-1 (%)"),
+    ("tau2_mean", "mean tau2 (VarCon)", "mean tau2"),
+    ("tau2_std", "spread of tau2 over samples (VarCon)", "std of tau2"),
+    ("loss", "training loss", "loss"),
+)
+
+
+class GroupCurves:
+    """What :func:`group_curves` drew: the PNG (None when nothing to draw), its panels, and
+    per panel and group the ``(epoch, mean, low, high, n)`` points (for tests and captions)."""
+
+    def __init__(self) -> None:
+        self.path: Path | None = None
+        self.panels: list[str] = []
+        self.points: dict[str, dict[str, list[tuple[int, float, float, float, int]]]] = {}
+        self.warnings: list[str] = []
+
+
+def _series(runs: Sequence[Run], key: str, warnings: list[str]
+            ) -> list[tuple[int, float, float, float, int]]:
+    by_epoch: dict[int, list[float]] = {}
+    for run in runs:
+        metrics = run.path / "metrics.jsonl"
+        if not metrics.is_file():  # e.g. a run copied without its logs: no curve, no noise
+            continue
+        records, problems = read_metrics(metrics)
+        warnings.extend(problems)
+        for record in records:
+            epoch, value = number(record.get("epoch")), number(record.get(key))
+            if epoch is not None and value is not None:
+                by_epoch.setdefault(int(epoch), []).append(value)
+    return [(e, sum(v) / len(v), min(v), max(v), len(v)) for e, v in sorted(by_epoch.items())]
+
+
+def group_curves(groups: Sequence[Sequence[Run]], labels: Mapping[Path, str], path: Path,
+                 metrics: Sequence[tuple[str, str, str]] = COMPARED_METRICS) -> GroupCurves:
+    """Draw one panel per metric recorded by any run, one line (mean) and band (min-max) per
+    group, to ``path`` (PNG). ``labels`` maps a group's first run path to its legend label.
+
+    Raises :class:`~varcon.reporting.PlotsNotInstalledError` without matplotlib.
+    """
+    result = GroupCurves()
+    drawn: list[tuple[str, str, dict[str, list[tuple[int, float, float, float, int]]]]] = []
+    for key, title, ylabel in metrics:
+        per_group: dict[str, list[tuple[int, float, float, float, int]]] = {}
+        for group in groups:
+            points = _series(group, key, result.warnings)
+            if points:
+                per_group[labels[group[0].path]] = points
+        if per_group:
+            drawn.append((title, ylabel, per_group))
+            result.panels.append(key)
+            result.points[key] = per_group
+    if not drawn:
+        return result
+    figure_cls, canvas_cls, _ = _matplotlib()
+    cols = 2 if len(drawn) > 1 else 1
+    rows = -(-len(drawn) // cols)
+    fig = figure_cls(figsize=(5.6 * cols, 3.8 * rows))
+    canvas_cls(fig)
+    for i, (title, ylabel, per_group) in enumerate(drawn):
+        ax = fig.add_subplot(rows, cols, i + 1)
+        for label, points in per_group.items():
+            epochs = [p[0] for p in points]
+            n_max = max(p[4] for p in points)
+            line = ax.plot(epochs, [p[1] for p in points],
+                           marker="." if len(points) < 60 else None,
+                           label=f"{label} (n={n_max})")[0]
+            banded = [p for p in points if p[4] > 1]
+            if banded:
+                ax.fill_between([p[0] for p in banded], [p[2] for p in banded],
+                                [p[3] for p in banded], color=line.get_color(), alpha=0.18,
+                                linewidth=0)
+        ax.set_title(title, fontsize="medium")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="x-small")
+    fig.suptitle("Groups side by side: mean over seeds, band = lowest to highest run")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    tmp.replace(path)
+    result.path = path
+    return result
+
+
+def describe(curves: GroupCurves) -> list[str]:
+    """Caption lines for the report: what each panel shows and where its numbers come from."""
+    return ["Training curves of every group in one figure: mean over the group's runs "
+             "(seeds), shaded from the lowest to the highest run; n = runs per group.",
+            "from: metrics.jsonl of every run; panels: " + ", ".join(curves.panels)]
