@@ -23,11 +23,9 @@ RESULTS="${RESULTS:-benchmarks/accuracy/results}"
 PHASES="${PHASES:-main epsilon batch augment novel}"
 SEEDS="${SEEDS:-0 1 2}"
 
-if [ ! -d "$ROOT/train" ]; then
-  echo "CIFAR-10 JPEG tree not found at $ROOT (expected $ROOT/train and $ROOT/val)." >&2
-  echo "Fix: tar xzf ../shared/data/cifar10-jpeg.tar.gz -C /tmp/data, or set CIFAR_ROOT." >&2
-  exit 2
-fi
+# shellcheck source=../queue_lib.sh
+. "$(dirname "$0")/../queue_lib.sh"
+require_cifar
 
 # One recipe for every method (the issue's setting). lr 0.2 at batch 256 is the linear scaling
 # of SupCon's cross-entropy recipe (0.8 at 1024) and of this project's short study (0.1 at 128);
@@ -41,25 +39,6 @@ COMMON=(
   knn.k=[20,200]
 )
 NOVEL="[cat,dog,horse,ship,truck]"
-
-log() { echo "[$(date '+%F %T')] $*"; }
-
-# copy_results RUN: the run's small files into $RESULTS/<name> (atomically: a temp dir, then mv).
-copy_results() {
-  local run="$1" name dest tmp
-  name="$(basename "$run")"
-  dest="$RESULTS/$name"
-  tmp="$RESULTS/.tmp-$name"
-  rm -rf "$tmp"
-  mkdir -p "$tmp"
-  cp "$run/config.yaml" "$tmp/"
-  for f in metrics.jsonl summary.json; do [ -f "$run/$f" ] && cp "$run/$f" "$tmp/"; done
-  for d in eval tau2 figures; do [ -d "$run/$d" ] && cp -r "$run/$d" "$tmp/"; done
-  find "$tmp" \( -name '*.pt' -o -name '*.npz' -o -name '*.npy' -o -path '*/cache/*' \) -delete
-  find "$tmp" -type d -empty -delete
-  rm -rf "$dest"
-  mv "$tmp" "$dest"
-}
 
 # pretrain RUN ARGS...: pre-train (and the built-in linear/kNN/cluster evaluation) unless done.
 pretrain() {

@@ -2,7 +2,9 @@
 # Issue 9's study: VarCon with batch centroids (the paper) vs running class prototypes
 # (loss.prototypes=ema), with random or class-balanced batches, where the batch is small
 # against the number of classes. CPU, this project's commands only; every method gets the same
-# data, augmentation, optimiser, schedule and epochs.
+# data, augmentation, optimiser, schedule and epochs (15, SGD + cosine, 1 warm-up epoch,
+# CIFAR ResNet-18 at width 16), 3 seeds; the arms are prototypes batch | ema (momentum 0.9) x
+# batches random | class-balanced (4 per class in "small", 2 in "many").
 #
 #   small:  CIFAR-10 JPEGs, 200 images per class, batch 32 (lr 0.025 = 0.2 x 32/256): 10 classes,
 #           so a batch of 32 images usually holds all of them, with 1-6 images each.
@@ -22,11 +24,9 @@ SETTINGS="${SETTINGS:-small many}"
 SEEDS="${SEEDS:-0 1 2}"
 EPOCHS="${EPOCHS:-15}"
 
-if [ ! -d "$ROOT/train" ]; then
-  echo "CIFAR-10 JPEG tree not found at $ROOT (expected $ROOT/train and $ROOT/val)." >&2
-  echo "Fix: tar xzf ../shared/data/cifar10-jpeg.tar.gz -C /tmp/data, or set CIFAR_ROOT." >&2
-  exit 2
-fi
+# shellcheck source=../queue_lib.sh
+. "$(dirname "$0")/../queue_lib.sh"
+require_cifar
 
 COMMON=(
   method=varcon data.dataset=imagefolder "data.root=$ROOT" data.num_workers=1
@@ -35,20 +35,6 @@ COMMON=(
   train.save_every=0 linear.augment=eval linear.epochs=30 linear.lr=1.0 linear.batch_size=256
   knn.k=[20,200]
 )
-
-log() { echo "[$(date '+%F %T')] $*"; }
-
-copy_results() {
-  local run="$1" name dest tmp
-  name="$(basename "$run")"; dest="$RESULTS/$name"; tmp="$RESULTS/.tmp-$name"
-  rm -rf "$tmp"; mkdir -p "$tmp"
-  cp "$run/config.yaml" "$tmp/"
-  [ -f "$run/metrics.jsonl" ] && cp "$run/metrics.jsonl" "$tmp/"
-  [ -d "$run/eval" ] && cp -r "$run/eval" "$tmp/"
-  find "$tmp" \( -name '*.pt' -o -name '*.npz' -o -name '*.npy' -o -path '*/cache/*' \) -delete
-  find "$tmp" -type d -empty -delete
-  rm -rf "$dest"; mv "$tmp" "$dest"
-}
 
 run_one() {  # run_one RUN_DIR overrides...
   local run="$1"; shift
