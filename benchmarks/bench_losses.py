@@ -461,7 +461,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"# wrote {args.json}")
     if args.plot:
         title = (f"VarCon O(N*C) vs SupCon O(N^2): forward + backward, D={args.dim}, "
-                 f"{device}, {torch.get_num_threads()} threads, torch {torch.__version__}")
+                 f"{device}, threads={torch.get_num_threads()}, torch {torch.__version__}")
         plot_scaling(results, args.plot, title)
         print(f"# wrote {args.plot}")
     return 0
