@@ -9,8 +9,10 @@
 #   small:  CIFAR-10 JPEGs, 200 images per class, batch 32 (lr 0.025 = 0.2 x 32/256): 10 classes,
 #           so a batch of 32 images usually holds all of them, with 1-6 images each.
 #   many:   CIFAR-10 x 4 rotations x 6 channel orders = 240 classes (data.rotations=4
-#           data.channel_orders=6, grayscale off), 480 images per original class = 20 per
-#           derived class, batch 64 (lr 0.05): at most 64 of the 240 classes in a batch.
+#           data.channel_orders=6, grayscale and horizontal flips off: a flip turns a 90-degree
+#           rotation of an image into a 270-degree one of its mirror image), 480 images per
+#           original class = 20 per derived class, batch 64 (lr 0.05): at most 64 of the 240
+#           classes in a batch.
 #
 # A resumable queue like benchmarks/accuracy/run.sh: finished runs are skipped, interrupted
 # ones resumed; each run's small files are copied to benchmarks/prototypes/results/.
@@ -67,7 +69,7 @@ for seed in $SEEDS; do
     case "$setting" in
       small) extra=(data.per_class=200 optim.batch_size=32 optim.lr=0.025); m=4 ;;
       many) extra=(data.per_class=480 data.rotations=4 data.channel_orders=6
-                   "data.augment_params={grayscale_p: 0}" optim.batch_size=64 optim.lr=0.05); m=2 ;;
+                   "data.augment_params={grayscale_p: 0, hflip_p: 0}" optim.batch_size=64 optim.lr=0.05); m=2 ;;
       *) echo "unknown setting '$setting' (known: small many)" >&2; exit 2 ;;
     esac
     for arm in "${ARMS[@]}"; do

@@ -84,7 +84,9 @@ def test_config_keys_apply_to_every_split(tmp_path):
     write_cifar_python(tmp_path, "cifar10", n_train=200, n_test=100)
     cfg = config_from_dict({
         "data": {"dataset": "cifar10", "root": str(tmp_path), "rotations": 4,
-                 "channel_orders": 2, "augment_params": {"grayscale_p": 0}, "per_class": 16},
+                 "channel_orders": 2, "augment_params": {"grayscale_p": 0, "hflip_p": 0},
+                 "per_class": 16},
+        "linear": {"augment": "eval"},
     })
     data = build_train_data(cfg)
     assert data.info.num_classes == 80
@@ -99,5 +101,10 @@ def test_config_refuses_grayscale_with_channel_orders_and_bad_values():
         config_from_dict({"data": {"channel_orders": 6}})
     with pytest.raises(ConfigError, match=r"data\.rotations must be one of"):
         config_from_dict({"data": {"rotations": 90}})
-    cfg = config_from_dict({"data": {"rotations": 4}})  # digits are grey: rotations only
+    # a horizontal flip maps a 90-degree turn of an image to a 270-degree turn of its mirror
+    with pytest.raises(ConfigError, match=r"hflip_p=0.*\n.*linear\.augment=eval"):
+        config_from_dict({"data": {"rotations": 4}})
+    cfg = config_from_dict({"data": {"rotations": 4, "augment_params": {"hflip_p": 0}},
+                            "linear": {"augment": "eval"}})  # digits are grey: rotations only
     assert cfg.data.rotations == 4 and cfg.data.channel_orders == 1
+    assert config_from_dict({"data": {"rotations": 2}}).data.rotations == 2  # 0/180: flips ok

@@ -11,8 +11,10 @@ label becomes ``(class, rotation, channel order)``::
 
 The variants of one class are visibly distinct (an upside-down ship, a ship with red and blue
 swapped), so every derived class is learnable from pixels, as long as the augmentation leaves
-rotation and channel order alone: no 90-degree rotations, and no grayscale (it erases the
-channel order; the config check refuses SimAugment's ``grayscale_p > 0`` with channel orders).
+rotation and channel order alone: no 90-degree rotations, no grayscale (it erases the
+channel order), and with R=4 no horizontal flips (a flipped image turned by 90 degrees is its
+mirror image turned by 270). The config check refuses ``grayscale_p > 0`` with channel orders,
+and ``hflip_p > 0`` or a flipping probe augmentation with R=4.
 This gives a fair many-class test of a supervised contrastive loss on data at hand: with
 CIFAR-10, R=4 and P=6 give 240 classes, so a batch of 64 images sees at most 64 of them and
 most classes are absent from each batch.

@@ -563,6 +563,10 @@ def validate_config(cfg: Config) -> None:
                  f"{li.warmup_epochs}; set linear.warmup_epochs={fix} (or fewer)")
     _validate_finetune(p, cfg.finetune)
     _validate_data_subsets(p, cfg.data)
+    if cfg.data.rotations == 4 and cfg.linear.augment != "eval":
+        p.append(f"data.rotations=4: the probe's training augmentation linear.augment="
+                 f"{cfg.linear.augment} flips images, which confuses 90- and 270-degree "
+                 "classes: set linear.augment=eval")
     _validate_model_kwargs(p, cfg.model)
     _validate_evaluation(p, cfg)
     if p:
@@ -628,6 +632,12 @@ def _validate_data_subsets(p: list[str], d: DataConfig) -> None:
             d.augment_params.get("grayscale_p", 0.2) > 0):
         p.append("data.channel_orders > 1 makes the channel order part of the label, and "
                  "grayscale erases it: set data.augment_params.grayscale_p=0")
+    # A horizontal flip of an image turned by 90 degrees is its mirror image turned by 270:
+    # with quarter turns as labels, flips make two classes of each image indistinguishable.
+    if d.rotations == 4 and d.augment_params.get("hflip_p", 0.5) > 0:
+        p.append("data.rotations=4 makes the quarter turn part of the label, and a horizontal "
+                 "flip turns a 90-degree rotation into a 270-degree one (of the mirror image): "
+                 "set data.augment_params.hflip_p=0, or use data.rotations=2")
 
 
 def _validate_batch_composition(p: list[str], cfg: Config) -> None:
