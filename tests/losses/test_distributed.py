@@ -1,8 +1,8 @@
 """Two gloo processes on CPU, DDP: the gathered losses give the single-process gradient.
 
-One ``mp.spawn`` (module-scoped fixture) runs every case; each rank saves its loss and
-parameter gradients to a file, and the tests compare them with one process computing
-the same loss on the whole batch without DDP.
+One spawn (module-scoped fixture, ``glootools.spawn_gloo``) runs every case; each rank
+saves its loss and parameter gradients to a file, and the tests compare them with one
+process computing the same loss on the whole batch without DDP.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 import torch.nn.functional as F
 
+from glootools import spawn_gloo
 from varcon.losses import SupConLoss, VarConLoss
 
 pytestmark = pytest.mark.slow
@@ -85,15 +85,15 @@ def _worker(rank, world, init_file, out_dir):
             out = _forward_backward(ddp, kind, kwargs, x[start:stop], y[start:stop])
             grads = {k: p.grad.detach().clone() for k, p in ddp.module.named_parameters()}
             torch.save({"out": out, "grads": grads}, os.path.join(out_dir, f"{name}_{rank}.pt"))
+            del ddp
+        dist.barrier()  # no rank closes its sockets while the other still talks
     finally:
         dist.destroy_process_group()
 
 
 @pytest.fixture(scope="module")
 def ddp_results(tmp_path_factory):
-    out_dir = tmp_path_factory.mktemp("ddp")
-    init_file = out_dir / "pg_init"
-    mp.spawn(_worker, args=(WORLD, str(init_file), str(out_dir)), nprocs=WORLD, join=True)
+    out_dir = spawn_gloo(_worker, WORLD, tmp_path_factory.mktemp("ddp"))
     return {
         name: [
             torch.load(Path(out_dir) / f"{name}_{r}.pt", weights_only=True) for r in range(WORLD)

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 import torch.nn.functional as F
 
+from glootools import spawn_gloo
 from varcon.losses import VarConLoss
 
 pytestmark = pytest.mark.slow
@@ -70,15 +70,15 @@ def _worker(rank, world, init_file, out_dir):
         torch.save({"buffers": loss_fn.state_dict(), "losses": losses,
                     "weights": ddp.module.state_dict()},
                    os.path.join(out_dir, f"rank{rank}.pt"))
+        del ddp
+        dist.barrier()  # no rank closes its sockets while the other still talks
     finally:
         dist.destroy_process_group()
 
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
-    out_dir = tmp_path_factory.mktemp("ddp_prototypes")
-    mp.spawn(_worker, args=(WORLD, str(out_dir / "pg_init"), str(out_dir)), nprocs=WORLD,
-             join=True)
+    out_dir = spawn_gloo(_worker, WORLD, tmp_path_factory.mktemp("ddp_prototypes"))
     return [torch.load(Path(out_dir) / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
 
 

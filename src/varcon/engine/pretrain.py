@@ -122,7 +122,10 @@ def pretrain(cfg: Config) -> dict[str, Any]:
     evaluation). Returns a summary dict (rank 0 holds the full one)."""
     ctx = setup_distributed(cfg.train.device)
     try:
-        return _pretrain(cfg, ctx)
+        summary = _pretrain(cfg, ctx)
+        # no rank closes its connections while another still uses them (gloo can abort then)
+        barrier(ctx)
+        return summary
     finally:
         teardown(ctx)
 

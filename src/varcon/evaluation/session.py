@@ -347,5 +347,7 @@ def eval_session(checkpoint: str | Path, overrides: list[str] | None = None,
     ctx = setup_distributed(probe.train.device)
     try:
         yield EvalSession.from_checkpoint(checkpoint, overrides, output_dir, ctx)
+        # no rank closes its connections while another still uses them (gloo can abort then)
+        barrier(ctx)
     finally:
         teardown(ctx)
