@@ -115,4 +115,6 @@ done
 
 log "report"
 varcon report $(ls -d "$RESULTS"/*/) --output benchmarks/accuracy/report
+python benchmarks/accuracy/claims.py "$RESULTS" --json benchmarks/accuracy/claims.json \
+  > benchmarks/accuracy/claims.md
 log "queue finished"

@@ -15,7 +15,13 @@ from typing import Any
 import pytest
 from fake_runs import write_run
 
-from varcon.reporting import build_report, evaluation_command, group_runs, load_run
+from varcon.reporting import (
+    build_report,
+    evaluation_command,
+    group_runs,
+    load_run,
+    run_metrics,
+)
 
 LINEAR = [90.0, 91.5, 93.25]  # linear top-1 of the three varcon seeds
 KNN = [88.0, 88.5, 90.0]
@@ -262,3 +268,17 @@ def test_a_key_added_later_takes_its_default_for_older_runs(tmp_path: Path) -> N
 def test_bad_figures_argument(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="figures="):
         build_report([], tmp_path, figures="some")  # type: ignore[arg-type]
+
+
+def test_run_metrics_are_the_numbers_of_the_report_tables(tmp_path: Path) -> None:
+    run = load_run(write_run(tmp_path / "r", linear_top1=71.25, knn_top1=64.5, kmeans_ari=0.4,
+                             fewshot_mean=55.0, mca=48.0, evals=("linear", "knn", "cluster",
+                                                                  "fewshot", "robustness")))
+    got = run_metrics(run)
+    assert got["linear.top1"] == 71.25
+    assert (got["knn.top1.20"], got["knn.top1.200"]) == (64.5, 63.5)
+    assert got["cluster.kmeans.ari"] == 0.4
+    assert (got["fewshot.5w1s.ncm"], got["fewshot.5w5s.ncm"]) == (55.0, 63.0)
+    assert got["robustness.mca"] == 48.0
+    assert "robustness.mce" not in got  # reported as null: not a number, not listed
+    assert not any(k.startswith("transfer.") for k in got)

@@ -13,7 +13,7 @@ from .figures import (
     make_cluster_figures,
     make_figures,
 )
-from .report import ReportResult, build_report, evaluation_command, group_runs
+from .report import ReportResult, build_report, evaluation_command, group_runs, run_metrics
 from .runs import IGNORED_CONFIG_KEYS, NotARunError, Run, load_run
 
 __all__ = [
@@ -30,4 +30,5 @@ __all__ = [
     "load_run",
     "make_cluster_figures",
     "make_figures",
+    "run_metrics",
 ]

@@ -36,7 +36,7 @@ from .runs import (
     number,
 )
 
-__all__ = ["ReportResult", "build_report", "evaluation_command", "group_runs"]
+__all__ = ["ReportResult", "build_report", "evaluation_command", "group_runs", "run_metrics"]
 
 NOT_RUN = "not run"
 NOT_REPORTED = "–"  # the evaluation ran but did not report this value
@@ -172,6 +172,16 @@ def _run_values(run: Run) -> dict[Column, float]:
                 put(Column(f"robustness.{corruption}", f"{corruption} mean (%)", "robustness", 2,
                            False, (5, 4, str(corruption))), by_sev.get("mean"))
     return values
+
+
+def run_metrics(run: Run) -> dict[str, float]:
+    """Every number a run's evaluation files report, by key: the values of the report's tables.
+
+    Keys: ``linear.top1``, ``knn.top1.<k>``, ``cluster.<algorithm>.<ari|nmi|ami|purity>``,
+    ``fewshot.<n>w<k>s.<ncm|logreg>`` (and ``.ci95``), ``transfer.<target>.top1``,
+    ``robustness.mca`` / ``relative_mce`` / ``<corruption>``, ... Accuracies are in %.
+    """
+    return {col.key: value for col, value in _run_values(run).items()}
 
 
 _PROTOCOL_LABELS = {"linear": "linear probe", "knn": "kNN", "cluster": "clustering",
