@@ -290,7 +290,7 @@ def test_cache_written_reused_and_invalidated(tmp_path, monkeypatch):
     cache_dir = tmp_path / ".varcon_cache"  # the default location
     files = sorted(cache_dir.glob("*.pt"))
     assert len(files) == 1 and ds.cache_file == files[0]
-    assert not list(cache_dir.glob(".tmp-*"))  # atomic write left no temporary file
+    assert not list(cache_dir.glob(".*.tmp-*"))  # atomic write left no temporary file
 
     calls = []
     real = vd._decode_all

@@ -107,7 +107,7 @@ def test_save_array_is_atomic_and_exact(tmp_path):
 def test_atomic_write_removes_its_temporary_file_on_failure(tmp_path, monkeypatch):
     target = tmp_path / "probe.pt"
     target.write_bytes(b"old")
-    monkeypatch.setattr(R.os, "replace", lambda a, b: (_ for _ in ()).throw(OSError("boom")))
+    monkeypatch.setattr(os, "replace", lambda a, b: (_ for _ in ()).throw(OSError("boom")))
     with pytest.raises(OSError):
         R.atomic_write_bytes(target, b"new")
     monkeypatch.undo()

@@ -93,7 +93,7 @@ def test_files_written_and_non_runs_are_problems(report: dict[str, Any]) -> None
         assert "Problems" in text and "not-a-run" in text
         for run in result.runs:  # every run is reported
             assert run.name in text
-    leftovers = [p for p in report["out"].rglob("*") if p.name.endswith(".tmp")]
+    leftovers = [p for p in report["out"].rglob("*") if ".tmp" in p.name]
     assert leftovers == []
 
 

@@ -36,6 +36,8 @@ from torchvision.datasets.utils import check_integrity
 from torchvision.io import ImageReadMode, decode_image, read_file
 from torchvision.transforms.v2 import functional as F
 
+from varcon._atomic import atomic_path, atomic_write_text
+
 __all__ = [
     "CIFAR10_MEAN",
     "CIFAR10_STD",
@@ -580,14 +582,8 @@ def _load_imagefolder(root: str | os.PathLike | None, split: str, image_size: in
             images = torch.stack([r for _, r, _ in good])
             targets = torch.tensor([t for _, _, t in good], dtype=torch.long)
             blob = {"key": key, "images": images, "targets": targets}
-            fd, tmp = tempfile.mkstemp(dir=cdir, prefix=".tmp-", suffix=".pt")
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    torch.save(blob, f)
-                os.replace(tmp, file)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            with atomic_path(file) as tmp:
+                torch.save(blob, tmp)
             for old in cdir.glob(f"{prefix}*.pt"):  # caches of an older tree
                 if old != file:
                     old.unlink(missing_ok=True)
@@ -733,10 +729,5 @@ def compute_mean_std(
     mean = tuple(float(v) / 255.0 for v in mean_t)
     std = tuple(float(v) / 255.0 for v in std_t)
     if cache_path is not None:
-        cache_path = Path(cache_path)
-        cache_path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=cache_path.parent, prefix=".tmp-", suffix=".json")
-        with os.fdopen(fd, "w") as f:
-            json.dump({"tag": tag, "mean": mean, "std": std}, f)
-        os.replace(tmp, cache_path)
+        atomic_write_text(cache_path, json.dumps({"tag": tag, "mean": mean, "std": std}))
     return mean, std

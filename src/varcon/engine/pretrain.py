@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import signal
 import time
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from varcon._atomic import atomic_write_text
 from varcon.data import MultiView, TransformedDataset
 from varcon.evaluation.commands import evaluate_after_pretrain, online_knn
 from varcon.evaluation.session import EvalSession
@@ -440,9 +440,7 @@ def _drop_epochs_after(metrics: Path, epoch: int) -> None:
     lines = metrics.read_text(encoding="utf-8").splitlines(keepends=True)
     kept = [line for line in lines if line.strip() and json.loads(line).get("epoch", 0) <= epoch]
     if len(kept) != len(lines):
-        tmp = metrics.with_name(f".{metrics.name}.tmp")
-        tmp.write_text("".join(kept), encoding="utf-8")
-        os.replace(tmp, metrics)
+        atomic_write_text(metrics, "".join(kept))
 
 
 def _has_checkpoint(resume: str) -> bool:

@@ -44,6 +44,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from varcon._atomic import atomic_path
 from varcon.data import ImageFileDataset, decode_image_file
 from varcon.data.subsets import ClassSubset
 from varcon.models import load_trained
@@ -418,13 +419,8 @@ def embed_images(
         "class_names": source.class_names if source.labels is not None else None,
         "skipped": skipped,
     }
-    tmp = output.with_name(f".{output.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_path(output) as tmp:
         (_write_npz if suffix == ".npz" else _write_parquet)(tmp, columns, meta)
-        os.replace(tmp, output)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return {"output": str(output), "n": int(feats.shape[0]), "dim": int(feats.shape[1]),
             "features": features, "input": source.label, "labelled": source.labels is not None,
             "class_names": meta["class_names"], "skipped": skipped,

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from varcon._atomic import atomic_path, atomic_write_bytes
 
 __all__ = ["RESULT_FORMAT_VERSION", "atomic_write_bytes", "keep_previous", "read_result",
            "save_array", "write_json", "write_result"]
@@ -37,18 +38,6 @@ def keep_previous(path: Path) -> None:
         target = path.with_name(f"{path.stem}-{stamp}-{n}{path.suffix}")
         n += 1
     path.rename(target)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path``, then rename it over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _plain(obj: Any) -> Any:
@@ -75,29 +64,17 @@ def write_json(path: str | Path, obj: dict[str, Any], *, keep: bool = True) -> P
         return path
     # The new file is complete before the earlier one is renamed: a failed write (disk full)
     # leaves the earlier result in place under its own name.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:
         tmp.write_bytes(data)
         keep_previous(path)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return path
 
 
 def save_array(path: str | Path, array: np.ndarray) -> Path:
     """``np.save`` atomically (figures read these matrices)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.npy")
-    try:
+    with atomic_path(path, suffix=".npy") as tmp:
         np.save(tmp, array)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return path
 
 

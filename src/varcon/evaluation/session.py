@@ -25,6 +25,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from varcon._atomic import atomic_path
 from varcon.data import TransformedDataset, build_transform
 from varcon.models import CheckpointError, Network, find_checkpoint, load_network
 from varcon.runtime.config import Config, apply_overrides, config_from_dict
@@ -252,12 +253,9 @@ class EvalSession:
                      labels: torch.Tensor) -> None:
         if not self.cfg.eval.cache_features or not self.ctx.is_main:
             return
-        path = self._cache_path(split, kind)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.npz")
-        np.savez(tmp, features=compact_float(feats.numpy()), labels=labels.numpy(),
-                 key=np.array(self._cache_key(split, kind)))
-        os.replace(tmp, path)
+        with atomic_path(self._cache_path(split, kind), suffix=".npz") as tmp:
+            np.savez(tmp, features=compact_float(feats.numpy()), labels=labels.numpy(),
+                     key=np.array(self._cache_key(split, kind)))
 
 
 def compact_float(array: np.ndarray) -> np.ndarray:

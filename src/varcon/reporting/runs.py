@@ -17,6 +17,8 @@ from typing import Any
 
 import yaml
 
+from varcon._atomic import atomic_write_bytes, atomic_write_text
+
 __all__ = [
     "EVAL_PROTOCOLS",
     "IGNORED_CONFIG_KEYS",
@@ -97,22 +99,6 @@ class Run:
     @property
     def seed(self) -> Any:
         return self.config.get("seed")
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and ``os.replace``, so a reader
-    never sees a half-written file and an interrupted write leaves the old one in place."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def flatten_config(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -10,13 +10,14 @@
 
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from varcon._atomic import atomic_path
 
 __all__ = ["FORMAT_VERSION", "atomic_save", "capture_rng_state", "restore_rng_state"]
 
@@ -25,26 +26,8 @@ FORMAT_VERSION = 1
 
 def atomic_save(obj: dict[str, Any], path: str | Path) -> None:
     """``torch.save`` to ``path`` atomically (tmp file + fsync + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    try:  # persist the rename itself
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError:
-        pass
+    with atomic_path(path, fsync=True) as tmp:
+        torch.save(obj, tmp)
 
 
 def capture_rng_state() -> dict[str, Any]:
