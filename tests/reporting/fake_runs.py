@@ -55,6 +55,7 @@ def write_run(
     fewshot_mean: float = 80.0,
     mca: float = 70.0,
     transfer_target: str = "cifar100",
+    finetune_top1: float = 93.0,
 ) -> Path:
     """Create a run directory at ``path``; returns it. ``tau2_epochs=None`` writes no tau2/."""
     rng = np.random.default_rng(seed + 100 * len(method))
@@ -98,6 +99,11 @@ def write_run(
         _write_json(ev / "linear.json", _envelope(
             "linear", method, names, {"epochs": 10, "lr": 5.0},
             {"top1": linear_top1, "top5": 99.0, "n_test": 1000}))
+    if "finetune" in evals:  # not in ALL_EVALS: written when asked for
+        _write_json(ev / "finetune.json", _envelope(
+            "finetune", method, names, {"epochs": 5, "lr": 0.1, "encoder_lr_scale": 0.1},
+            {"top1": finetune_top1, "top5": 99.5, "n_test": 1000, "train_loss": 0.2,
+             "train_top1": 95.0, "history": {"train_loss": [0.5, 0.2]}}))
     if "knn" in evals:
         _write_json(ev / "knn.json", _envelope(
             "knn", method, names, {"k": [20, 200], "temperature": 0.1},

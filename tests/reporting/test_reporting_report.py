@@ -282,3 +282,17 @@ def test_run_metrics_are_the_numbers_of_the_report_tables(tmp_path: Path) -> Non
     assert got["robustness.mca"] == 48.0
     assert "robustness.mce" not in got  # reported as null: not a number, not listed
     assert not any(k.startswith("transfer.") for k in got)
+
+
+def test_fine_tuning_is_a_column_and_its_command_is_listed_where_not_run(tmp_path: Path) -> None:
+    tuned = write_run(tmp_path / "runs" / "tuned", seed=0, finetune_top1=94.25,
+                      evals=("linear", "finetune"), arrays=False, tau2_epochs=None)
+    frozen = write_run(tmp_path / "runs" / "frozen", seed=1, evals=("linear",), arrays=False,
+                       tau2_epochs=None)
+    assert run_metrics(load_run(tuned))["finetune.top1"] == 94.25
+    result = build_report([tuned, frozen], tmp_path / "out", figures="none")
+    md = result.markdown.read_text()
+    assert "fine-tune top-1 (%)" in md and "94.25" in md
+    assert md.index("linear top-1 (%)") < md.index("fine-tune top-1 (%)") < md.index("kNN")
+    assert f"`{evaluation_command('finetune', frozen)}`" in md
+    assert evaluation_command("finetune", frozen) == f"varcon finetune --checkpoint {frozen}"

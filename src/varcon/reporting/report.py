@@ -108,6 +108,12 @@ def _run_values(run: Run) -> dict[Column, float]:
         res = env["results"]
         put(Column("linear.top1", "linear top-1 (%)", "linear", 2, True, (0, 0)), res.get("top1"))
         put(Column("linear.top5", "linear top-5 (%)", "linear", 2, True, (0, 1)), res.get("top5"))
+    if (env := run.evals.get("finetune")) is not None:
+        res = env["results"]
+        put(Column("finetune.top1", "fine-tune top-1 (%)", "finetune", 2, True, (0.5, 0)),
+            res.get("top1"))
+        put(Column("finetune.top5", "fine-tune top-5 (%)", "finetune", 2, False, (0.5, 1)),
+            res.get("top5"))
     if (env := run.evals.get("knn")) is not None:
         res = env["results"]
         for which, main in (("top1", True), ("top5", False)):
@@ -184,10 +190,11 @@ def run_metrics(run: Run) -> dict[str, float]:
     return {col.key: value for col, value in _run_values(run).items()}
 
 
-_PROTOCOL_LABELS = {"linear": "linear probe", "knn": "kNN", "cluster": "clustering",
-                    "fewshot": "few-shot", "transfer": "transfer", "robustness": "robustness"}
-_PROTOCOL_ORDER = {"linear": 0, "knn": 1, "cluster": 2, "fewshot": 3, "transfer": 4,
-                   "robustness": 5}
+_PROTOCOL_LABELS = {"linear": "linear probe", "finetune": "fine-tuning", "knn": "kNN",
+                    "cluster": "clustering", "fewshot": "few-shot", "transfer": "transfer",
+                    "robustness": "robustness"}
+_PROTOCOL_ORDER = {"linear": 0, "finetune": 0.5, "knn": 1, "cluster": 2, "fewshot": 3,
+                   "transfer": 4, "robustness": 5}
 
 
 def _columns(values: list[dict[Column, float]]) -> list[Column]:

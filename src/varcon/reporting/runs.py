@@ -32,7 +32,7 @@ __all__ = [
     "read_metrics",
 ]
 
-EVAL_PROTOCOLS = ("linear", "knn", "cluster", "fewshot", "transfer", "robustness")
+EVAL_PROTOCOLS = ("linear", "finetune", "knn", "cluster", "fewshot", "transfer", "robustness")
 
 # Config keys that do not change a run's results: bookkeeping (names, paths, devices, progress
 # display, worker and cache settings, how often files are written). Runs whose configs differ only
@@ -185,7 +185,7 @@ def read_eval_files(run_dir: Path) -> tuple[dict[str, dict[str, Any]], dict[str,
     problems: list[str] = []
     eval_dir = run_dir / "eval"
     candidates: list[tuple[str, str, Path]] = []
-    for protocol in ("linear", "knn", "cluster", "fewshot", "robustness"):
+    for protocol in ("linear", "finetune", "knn", "cluster", "fewshot", "robustness"):
         candidates.append((protocol, protocol, eval_dir / f"{protocol}.json"))
         if protocol in ("linear", "knn"):
             candidates.append((protocol, protocol, run_dir / f"{protocol}.json"))
