@@ -27,7 +27,48 @@ __all__ = ["ClassBalancedBatchSampler", "EpochBatchSampler"]
 _SEED_STRIDE = 1_000_003  # a prime: (seed, epoch, position) map to distinct item seeds
 
 
-class EpochBatchSampler(Sampler[list[tuple[int, int]]]):
+class _ResumableBatchSampler(Sampler[list[tuple[int, int]]]):
+    """What both samplers share: the process layout, ``set_epoch`` resumption, the length of
+    what is left of the epoch, and each item's augmentation seed."""
+
+    def __init__(self, batch_size: int, rank: int, world_size: int, seed: int) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.batch_size = batch_size
+        self.rank = rank
+        self.world_size = world_size
+        self.seed = seed
+        self.epoch = 0
+        self.start_batch = 0
+
+    @property
+    def global_batch(self) -> int:
+        return self.batch_size * self.world_size
+
+    @property
+    def batches_per_epoch(self) -> int:
+        raise NotImplementedError
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        """Select the epoch's draw; skip its first ``start_batch`` batches."""
+        self.epoch = epoch
+        self.start_batch = start_batch
+
+    def __len__(self) -> int:
+        return max(self.batches_per_epoch - self.start_batch, 0)
+
+    def _generator(self) -> torch.Generator:
+        """The epoch's random stream, from ``(seed, epoch)``."""
+        return torch.Generator().manual_seed(self.seed * _SEED_STRIDE + self.epoch)
+
+    def _with_seeds(self, batch: int, rows: Sequence[int], start: int) -> list[tuple[int, int]]:
+        """``(index, item_seed)`` for ``rows`` at positions ``start, start+1, ...`` of global
+        batch ``batch``; the seed depends on ``(seed, epoch, position in the epoch)`` only."""
+        base = (self.seed * _SEED_STRIDE + self.epoch) * _SEED_STRIDE + batch * self.global_batch
+        return [(idx, (base + pos) % (2**63)) for pos, idx in enumerate(rows, start=start)]
+
+
+class EpochBatchSampler(_ResumableBatchSampler):
     """Yields this rank's batches as lists of ``(index, item_seed)`` pairs.
 
     Args:
@@ -52,9 +93,8 @@ class EpochBatchSampler(Sampler[list[tuple[int, int]]]):
         shuffle: bool = True,
         drop_last: bool = True,
     ) -> None:
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        global_batch = batch_size * world_size
+        super().__init__(batch_size, rank, world_size, seed)
+        global_batch = self.global_batch
         if drop_last and dataset_size < global_batch:
             raise ValueError(
                 f"the batch ({global_batch} = {batch_size} per process x {world_size}) is larger "
@@ -62,50 +102,30 @@ class EpochBatchSampler(Sampler[list[tuple[int, int]]]):
                 f"{dataset_size}"
             )
         self.dataset_size = dataset_size
-        self.batch_size = batch_size
-        self.rank = rank
-        self.world_size = world_size
-        self.seed = seed
         self.shuffle = shuffle
         self.drop_last = drop_last
-        self.epoch = 0
-        self.start_batch = 0
-
-    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
-        """Select the epoch's permutation; skip its first ``start_batch`` batches."""
-        self.epoch = epoch
-        self.start_batch = start_batch
 
     @property
     def batches_per_epoch(self) -> int:
-        global_batch = self.batch_size * self.world_size
         if self.drop_last:
-            return self.dataset_size // global_batch
-        return -(-self.dataset_size // global_batch)
-
-    def __len__(self) -> int:
-        return max(self.batches_per_epoch - self.start_batch, 0)
+            return self.dataset_size // self.global_batch
+        return -(-self.dataset_size // self.global_batch)
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         if self.shuffle:
-            gen = torch.Generator().manual_seed(self.seed * _SEED_STRIDE + self.epoch)
-            order = torch.randperm(self.dataset_size, generator=gen).tolist()
+            order = torch.randperm(self.dataset_size, generator=self._generator()).tolist()
         else:
             order = list(range(self.dataset_size))
-        global_batch = self.batch_size * self.world_size
-        epoch_base = (self.seed * _SEED_STRIDE + self.epoch) * _SEED_STRIDE
         for b in range(self.start_batch, self.batches_per_epoch):
-            lo = b * global_batch
-            chunk = order[lo : lo + global_batch]
+            chunk = order[b * self.global_batch : (b + 1) * self.global_batch]
             # Split the global batch into world_size near-equal parts.
             per, extra = divmod(len(chunk), self.world_size)
             start = self.rank * per + min(self.rank, extra)
             stop = start + per + (1 if self.rank < extra else 0)
-            yield [(idx, (epoch_base + lo + pos) % (2**63)) for pos, idx in
-                   enumerate(chunk[start:stop], start=start)]
+            yield self._with_seeds(b, chunk[start:stop], start)
 
 
-class ClassBalancedBatchSampler(Sampler[list[tuple[int, int]]]):
+class ClassBalancedBatchSampler(_ResumableBatchSampler):
     r"""Global batches of ``m`` images of each of ``P = B / m`` classes (m-per-class sampling).
 
     Yields this rank's batches as lists of ``(index, item_seed)`` pairs, like
@@ -161,13 +181,12 @@ class ClassBalancedBatchSampler(Sampler[list[tuple[int, int]]]):
         world_size: int = 1,
         seed: int = 0,
     ) -> None:
+        super().__init__(batch_size, rank, world_size, seed)
         labels = torch.as_tensor(labels, dtype=torch.long).reshape(-1)
         m = samples_per_class
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if m < 1:
             raise ValueError(f"samples_per_class must be >= 1, got {m}")
-        global_batch = batch_size * world_size
+        global_batch = self.global_batch
         if global_batch % m:
             lo, hi = global_batch // m * m, -(-global_batch // m) * m
             sizes = " or ".join(str(b) for b in (lo, hi) if b > 0)
@@ -197,14 +216,8 @@ class ClassBalancedBatchSampler(Sampler[list[tuple[int, int]]]):
                 f"{len(classes) * m}"
             )
         self.labels = labels
-        self.batch_size = batch_size
         self.samples_per_class = m
         self.classes_per_batch = per_batch
-        self.rank = rank
-        self.world_size = world_size
-        self.seed = seed
-        self.epoch = 0
-        self.start_batch = 0
         self._counts = counts
         self._groups = counts // m
         self._batches = _max_balanced_batches(self._groups, per_batch)
@@ -214,24 +227,16 @@ class ClassBalancedBatchSampler(Sampler[list[tuple[int, int]]]):
                 f"images: lower optim.batch_size (now {global_batch})"
             )
 
-    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
-        """Select the epoch's draw; skip its first ``start_batch`` batches."""
-        self.epoch = epoch
-        self.start_batch = start_batch
-
     @property
     def batches_per_epoch(self) -> int:
         """``K = max{k : sum_c min(floor(n_c / m), k) >= k B / m}`` (class docstring)."""
         return self._batches
 
-    def __len__(self) -> int:
-        return max(self._batches - self.start_batch, 0)
-
     def global_batches(self) -> list[list[int]]:
         """The epoch's global batches, ``K`` lists of ``B`` dataset indices (every rank
         computes the same ones; ``__iter__`` yields this rank's share of each)."""
         m, per_batch, k = self.samples_per_class, self.classes_per_batch, self._batches
-        gen = torch.Generator().manual_seed(self.seed * _SEED_STRIDE + self.epoch)
+        gen = self._generator()
         # Each class's items in a random order, classes one after another (stable sort).
         perm = torch.randperm(len(self.labels), generator=gen)
         shuffled = perm[torch.argsort(self.labels[perm], stable=True)]
@@ -264,15 +269,10 @@ class ClassBalancedBatchSampler(Sampler[list[tuple[int, int]]]):
         return batches
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        global_batch = self.batch_size * self.world_size
-        epoch_base = (self.seed * _SEED_STRIDE + self.epoch) * _SEED_STRIDE
         start = self.rank * self.batch_size
         for b, chunk in enumerate(self.global_batches()):
-            if b < self.start_batch:
-                continue
-            lo = b * global_batch
-            yield [(idx, (epoch_base + lo + pos) % (2**63)) for pos, idx in
-                   enumerate(chunk[start : start + self.batch_size], start=start)]
+            if b >= self.start_batch:
+                yield self._with_seeds(b, chunk[start : start + self.batch_size], start)
 
 
 def _max_balanced_batches(groups: torch.Tensor, per_batch: int) -> int:
