@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -156,3 +158,14 @@ def test_a_missing_results_folder_names_the_fix(tmp_path, capsys):
     with pytest.raises(SystemExit):
         claims.main([str(tmp_path / "nope")])
     assert "run benchmarks/accuracy/run.sh first" in capsys.readouterr().err
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.floats(0, 100), st.floats(0, 100)), min_size=2, max_size=5))
+def test_swapping_the_arms_swaps_the_verdict(pairs):
+    runs = {"a": {s: {"m": x} for s, (x, _) in enumerate(pairs)},
+            "b": {s: {"m": y} for s, (_, y) in enumerate(pairs)}}
+    ab = claims.paired("c", "m", "m", runs, "a", "b").verdict
+    ba = claims.paired("c", "m", "m", runs, "b", "a").verdict
+    flipped = {"holds": "does not hold", "does not hold": "holds", "within noise": "within noise"}
+    assert ba == flipped[ab]
