@@ -12,6 +12,11 @@
 #   nohup bash benchmarks/accuracy/run.sh > /tmp/accuracy.log 2>&1 &
 #   PHASES="main" SEEDS="0 1 2" bash benchmarks/accuracy/run.sh      # one part only
 #
+# A dry run of the whole queue in a few minutes (tiny runs elsewhere; checks every command):
+#   RUNS=/tmp/dry/runs RESULTS=/tmp/dry/results REPORT=/tmp/dry/report SEEDS=0 \
+#     EXTRA="data.per_class=20 optim.epochs=1 optim.warmup_epochs=0 optim.batch_size=32 linear.epochs=1" \
+#     FEWSHOT_EPISODES=20 ROBUSTNESS_IMAGES=50 bash benchmarks/accuracy/run.sh
+#
 # Phases, in queue order: main (3 methods x 3 seeds), epsilon (varcon with a fixed temperature,
 # epsilon=0, 2 seeds), batch (varcon, supcon at batch 64 and 512, lr scaled linearly), augment
 # (varcon, supcon with autoaugment and randaugment), novel (pre-train on 5 classes, few-shot and
@@ -20,6 +25,9 @@ set -euo pipefail
 ROOT="${CIFAR_ROOT:-/tmp/data/cifar10}"
 RUNS="${RUNS:-runs/accuracy}"
 RESULTS="${RESULTS:-benchmarks/accuracy/results}"
+REPORT="${REPORT:-benchmarks/accuracy}"  # report/, claims.md and claims.json go here
+FEWSHOT_EPISODES="${FEWSHOT_EPISODES:-1000}"
+ROBUSTNESS_IMAGES="${ROBUSTNESS_IMAGES:-1000}"
 PHASES="${PHASES:-main epsilon batch augment novel}"
 SEEDS="${SEEDS:-0 1 2}"
 
@@ -50,7 +58,9 @@ pretrain() {
     varcon pretrain --resume "$run"
   else
     log "start $run"
-    varcon pretrain --config cifar10 --output-dir "$run" train.overwrite=true "${COMMON[@]}" "$@"
+    # shellcheck disable=SC2086  # EXTRA: overrides for a dry run of the queue, split on spaces
+    varcon pretrain --config cifar10 --output-dir "$run" train.overwrite=true "${COMMON[@]}" "$@" \
+      ${EXTRA:-}
   fi
   log "pretrained $run in $((SECONDS - start)) s (load: $(cut -d' ' -f1-3 /proc/loadavg))"
 }
@@ -58,8 +68,9 @@ pretrain() {
 # full_eval RUN: few-shot, robustness and figures (the suite of the evaluation issue).
 full_eval() {
   local run="$1"
-  [ -f "$run/eval/fewshot.json" ] || varcon fewshot --checkpoint "$run" fewshot.episodes=1000
-  [ -f "$run/eval/robustness.json" ] || varcon robustness --checkpoint "$run" robustness.max_images=1000
+  [ -f "$run/eval/fewshot.json" ] || varcon fewshot --checkpoint "$run" "fewshot.episodes=$FEWSHOT_EPISODES"
+  [ -f "$run/eval/robustness.json" ] || varcon robustness --checkpoint "$run" \
+    "robustness.max_images=$ROBUSTNESS_IMAGES"
   varcon figures "$run" > /dev/null
 }
 
@@ -104,7 +115,7 @@ for phase in $PHASES; do
         run="$RUNS/$method-novel-s0"
         pretrain "$run" "name=$method-novel" "method=$method" seed=0 "data.exclude_classes=$NOVEL"
         [ -f "$run/eval/fewshot.json" ] || varcon fewshot --checkpoint "$run" \
-          data.exclude_classes=null "fewshot.classes=$NOVEL" fewshot.episodes=1000
+          data.exclude_classes=null "fewshot.classes=$NOVEL" "fewshot.episodes=$FEWSHOT_EPISODES"
         ls "$run"/eval/transfer_*.json > /dev/null 2>&1 || varcon transfer --checkpoint "$run" \
           data.exclude_classes=null "data.classes=$NOVEL"
         copy_results "$run"
@@ -114,7 +125,6 @@ for phase in $PHASES; do
 done
 
 log "report"
-varcon report $(ls -d "$RESULTS"/*/) --output benchmarks/accuracy/report
-python benchmarks/accuracy/claims.py "$RESULTS" --json benchmarks/accuracy/claims.json \
-  > benchmarks/accuracy/claims.md
+varcon report $(ls -d "$RESULTS"/*/) --output "$REPORT/report"
+python benchmarks/accuracy/claims.py "$RESULTS" --json "$REPORT/claims.json" > "$REPORT/claims.md"
 log "queue finished"
