@@ -25,7 +25,7 @@ set -euo pipefail
 ROOT="${CIFAR_ROOT:-/tmp/data/cifar10}"
 RUNS="${RUNS:-runs/accuracy}"
 RESULTS="${RESULTS:-benchmarks/accuracy/results}"
-REPORT="${REPORT:-benchmarks/accuracy}"  # report/, claims.md and claims.json go here
+REPORT="${REPORT:-benchmarks/accuracy}"  # report/<phase>/, claims.md and claims.json go here
 FEWSHOT_EPISODES="${FEWSHOT_EPISODES:-1000}"
 ROBUSTNESS_IMAGES="${ROBUSTNESS_IMAGES:-1000}"
 PHASES="${PHASES:-main epsilon batch augment novel}"
@@ -124,7 +124,22 @@ for phase in $PHASES; do
   esac
 done
 
-log "report"
-varcon report $(ls -d "$RESULTS"/*/) --output "$REPORT/report"
+# report PHASE FIGURES RUN...: one report per question, over the runs of it that have results
+# (PNG files linked from the HTML, not inlined: the reports are committed).
+report() {
+  local phase="$1" figures="$2" dirs=() run
+  shift 2
+  for run in "$@"; do [ -d "$RESULTS/$run" ] && dirs+=("$RESULTS/$run"); done
+  [ "${#dirs[@]}" -gt 0 ] || return 0
+  varcon report "${dirs[@]}" --output "$REPORT/report/$phase" --figures "$figures" \
+    --html-images link > /dev/null
+}
+
+log "reports"
+report main groups {varcon,supcon,ce}-s{0,1,2}
+report epsilon curves varcon-s{0,1} varcon-eps0-s{0,1}
+report batch curves {varcon,supcon}-{b64-s0,s0,b512-s0}
+report augment curves {varcon,supcon}-{s0,autoaugment-s0,randaugment-s0}
+report novel curves {varcon,supcon,ce}-novel-s0
 python benchmarks/accuracy/claims.py "$RESULTS" --json "$REPORT/claims.json" > "$REPORT/claims.md"
 log "queue finished"

@@ -343,3 +343,14 @@ def test_report_of_varcon_supcon_and_ce(runs, tmp_path, capsys):
     code, _, err = run_cli(capsys, "report", *runs.values(), "--output", tmp_path / "ok",
                            "--figures", "none")
     assert code == 0, err
+
+
+def test_report_with_curves_only_and_linked_images(runs, tmp_path, capsys):
+    out_dir = tmp_path / "linked"
+    code, _, err = run_cli(capsys, "report", *runs.values(), "--output", out_dir,
+                           "--figures", "curves", "--html-images", "link")
+    assert code == 0, err
+    html = (out_dir / "report.html").read_text(encoding="utf-8")
+    assert "data:image/png" not in html and '<img src="figures/group_curves.png"' in html
+    assert_png(out_dir / "figures" / "group_curves.png")
+    assert [p.name for p in (out_dir / "figures").iterdir()] == ["group_curves.png"]

@@ -67,9 +67,12 @@ def _parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="Markdown + HTML report putting runs side by side")
     rep.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     rep.add_argument("--output", required=True, help="folder for report.md and report.html")
-    rep.add_argument("--figures", choices=("groups", "all", "none"), default="groups",
-                     help="figures of the first run of each group (default), of every run, "
-                     "or none")
+    rep.add_argument("--figures", choices=("groups", "all", "curves", "none"), default="groups",
+                     help="the groups' training curves and the figures of the first run of "
+                     "each group (default), of every run, only the training curves, or none")
+    rep.add_argument("--html-images", choices=("inline", "link"), default="inline",
+                     help="inline the PNGs in report.html (default: one self-contained file) "
+                     "or link them (a small page that must stay beside its figures/ folder)")
     sub.add_parser("configs", help="list the shipped configs")
     _add_export_parsers(sub)
     return parser
@@ -203,7 +206,8 @@ def _figures(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from varcon.reporting import build_report
 
-    result = build_report(args.run_dirs, args.output, figures=args.figures)
+    result = build_report(args.run_dirs, args.output, figures=args.figures,
+                          html_images=args.html_images)
     print(f"{result.markdown}\n{result.html}")
     for warning in result.warnings:
         print(f"warning: {warning}", file=sys.stderr)

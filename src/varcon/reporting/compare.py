@@ -5,6 +5,8 @@ on the test split during training, tau2's mean and spread, the loss), one panel 
 per group: the mean over the group's runs (seeds) at each epoch, and a band from the lowest to
 the highest run, so seed spread is visible beside the difference between groups. An epoch
 enters a group's line only where at least one of its runs recorded it; the band needs two.
+A group keeps one colour (and line style) in every panel, fixed by its place in ``groups``,
+so a group that records only some metrics (tau2: VarCon only) does not change colour.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from .._atomic import atomic_path
 from .figures import _matplotlib
 from .runs import Run, number, read_metrics
 
@@ -27,14 +30,30 @@ COMPARED_METRICS: tuple[tuple[str, str, str], ...] = (
 
 
 class GroupCurves:
-    """What :func:`group_curves` drew: the PNG (None when nothing to draw), its panels, and
-    per panel and group the ``(epoch, mean, low, high, n)`` points (for tests and captions)."""
+    """What :func:`group_curves` drew: the PNG (None when nothing to draw), its panels, per
+    panel and group the ``(epoch, mean, low, high, n)`` points, and per panel and group the
+    colour its line was drawn in (for tests and captions)."""
 
     def __init__(self) -> None:
         self.path: Path | None = None
         self.panels: list[str] = []
         self.points: dict[str, dict[str, list[tuple[int, float, float, float, int]]]] = {}
+        self.colors: dict[str, dict[str, str]] = {}
         self.warnings: list[str] = []
+
+
+_LINE_STYLES = ("-", "--", ":", "-.")
+
+
+def _group_styles(count: int, colormaps: object) -> list[tuple[str, str]]:
+    """``(hex colour, line style)`` per group index: tab10 up to 10 groups, tab20 beyond, and
+    past 20 the colours repeat with the next line style, so no two groups look alike."""
+    from matplotlib.colors import to_hex
+
+    cmap = colormaps["tab10" if count <= 10 else "tab20"]  # type: ignore[index]
+    size = cmap.N
+    return [(to_hex(cmap(i % size)), _LINE_STYLES[(i // size) % len(_LINE_STYLES)])
+            for i in range(count)]
 
 
 def _series(runs: Sequence[Run], key: str, warnings: list[str]
@@ -62,6 +81,7 @@ def group_curves(groups: Sequence[Sequence[Run]], labels: Mapping[Path, str], pa
     """
     result = GroupCurves()
     drawn: list[tuple[str, str, dict[str, list[tuple[int, float, float, float, int]]]]] = []
+    order = {labels[group[0].path]: i for i, group in enumerate(groups)}
     for key, title, ylabel in metrics:
         per_group: dict[str, list[tuple[int, float, float, float, int]]] = {}
         for group in groups:
@@ -74,7 +94,8 @@ def group_curves(groups: Sequence[Sequence[Run]], labels: Mapping[Path, str], pa
             result.points[key] = per_group
     if not drawn:
         return result
-    figure_cls, canvas_cls, _ = _matplotlib()
+    figure_cls, canvas_cls, colormaps = _matplotlib()
+    styles = _group_styles(len(groups), colormaps)
     cols = 2 if len(drawn) > 1 else 1
     rows = -(-len(drawn) // cols)
     fig = figure_cls(figsize=(5.6 * cols, 3.8 * rows))
@@ -84,9 +105,11 @@ def group_curves(groups: Sequence[Sequence[Run]], labels: Mapping[Path, str], pa
         for label, points in per_group.items():
             epochs = [p[0] for p in points]
             n_max = max(p[4] for p in points)
-            line = ax.plot(epochs, [p[1] for p in points],
+            color, style = styles[order[label]]
+            line = ax.plot(epochs, [p[1] for p in points], color=color, linestyle=style,
                            marker="." if len(points) < 60 else None,
                            label=f"{label} (n={n_max})")[0]
+            result.colors.setdefault(result.panels[i], {})[label] = str(line.get_color())
             banded = [p for p in points if p[4] > 1]
             if banded:
                 ax.fill_between([p[0] for p in banded], [p[2] for p in banded],
@@ -99,10 +122,8 @@ def group_curves(groups: Sequence[Sequence[Run]], labels: Mapping[Path, str], pa
         ax.legend(fontsize="x-small")
     fig.suptitle("Groups side by side: mean over seeds, band = lowest to highest run")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    tmp.replace(path)
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=110)
     result.path = path
     return result
 

@@ -1,12 +1,16 @@
-"""One document model, two renderings: Markdown (images by relative path) and a self-contained
-HTML page (images inlined as base64 data URIs). Every string is escaped by the renderer, so
-text read from run files (class names, config values, paths) can never inject markup."""
+"""One document model, two renderings: Markdown (images by relative path) and an HTML page,
+self-contained by default (images inlined as base64 data URIs) or, with ``images="link"``,
+pointing at the PNGs by relative path like the Markdown (a page of kilobytes instead of
+megabytes, for reports kept under version control). Every string is escaped by the renderer,
+so text read from run files (class names, config values, paths) can never inject markup."""
 
 from __future__ import annotations
 
 import base64
 import html
+import urllib.parse
 from dataclasses import dataclass, field
+from typing import Literal
 
 __all__ = ["Block", "Code", "Heading", "Image", "Items", "Para", "Table", "to_html",
            "to_markdown"]
@@ -45,7 +49,7 @@ class Code:
 @dataclass
 class Image:
     path: str  # relative to the Markdown file
-    data: bytes  # the PNG, inlined in HTML
+    data: bytes  # the PNG, inlined in HTML (unless the page links its images)
     alt: str
     caption: list[str] = field(default_factory=list)  # lines under the image
 
@@ -129,7 +133,12 @@ def _h(text: str) -> str:
     return html.escape(str(text), quote=True)
 
 
-def to_html(blocks: list[Block], title: str) -> str:
+def to_html(blocks: list[Block], title: str,
+            images: Literal["inline", "link"] = "inline") -> str:
+    """The page. ``images``: ``"inline"`` embeds every PNG (one file to send around);
+    ``"link"`` refers to each by its relative path (the page must stay beside its figures)."""
+    if images not in ("inline", "link"):
+        raise ValueError(f"images={images!r}; expected 'inline' or 'link'")
     body: list[str] = []
     for block in blocks:
         if isinstance(block, Heading):
@@ -152,11 +161,14 @@ def to_html(blocks: list[Block], title: str) -> str:
         elif isinstance(block, Code):
             body.append(f"<pre>{_h(block.text)}</pre>")
         elif isinstance(block, Image):
-            uri = "data:image/png;base64," + base64.b64encode(block.data).decode("ascii")
+            if images == "link":
+                uri = urllib.parse.quote(block.path, safe="/")
+            else:
+                uri = "data:image/png;base64," + base64.b64encode(block.data).decode("ascii")
             caption = "<br>".join(
                 (f"<strong>{_h(line)}</strong>" if i == 0 else _h(line))
                 for i, line in enumerate(block.caption))
-            body.append(f'<figure><img src="{uri}" alt="{_h(block.alt)}">'
+            body.append(f'<figure><img src="{_h(uri)}" alt="{_h(block.alt)}">'
                         f"<figcaption>{caption}</figcaption></figure>")
     return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
             f"<title>{_h(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"

@@ -4,7 +4,8 @@ Runs whose configs differ only in ``seed`` and bookkeeping keys (:data:`IGNORED_
 form a group; the first table has one row per group with mean ± sample std over its runs. An
 evaluation a run lacks is shown as "not run", and the command that produces it is listed under
 the table. ``report.md`` references figure PNGs copied to ``DIR/figures/<run>/``; ``report.html``
-is self-contained (PNGs inlined). A directory that is not a run is named in
+is self-contained (PNGs inlined) unless ``html_images="link"``, where it refers to the same
+files. A directory that is not a run is named in
 :attr:`ReportResult.problems` and skipped; the rest is still reported.
 """
 
@@ -470,15 +471,20 @@ def _load_runs(run_dirs: Sequence[str | os.PathLike[str]]) -> tuple[list[Run], l
 
 
 def build_report(run_dirs: Sequence[str | os.PathLike[str]], output_dir: str | os.PathLike[str],
-                 *, figures: Literal["groups", "all", "none"] = "groups") -> ReportResult:
+                 *, figures: Literal["groups", "all", "curves", "none"] = "groups",
+                 html_images: Literal["inline", "link"] = "inline") -> ReportResult:
     """Write ``output_dir/report.md`` and ``output_dir/report.html`` comparing ``run_dirs``.
 
-    ``figures``: show the figures of the first run of each group (default), of every run, or
-    none. Figures are drawn with :func:`make_figures` where a run has none (or older ones than
-    its inputs). Nothing here exits the process: the caller decides what ``problems`` mean.
+    ``figures``: the groups' training curves and the figures of the first run of each group
+    (default), of every run, only the groups' training curves (``"curves"``), or none.
+    ``html_images``: inline the PNGs in the HTML (one self-contained file) or link them.
+    Figures are drawn with :func:`make_figures` where a run has none (or older ones than its
+    inputs). Nothing here exits the process: the caller decides what ``problems`` mean.
     """
-    if figures not in ("groups", "all", "none"):
-        raise ValueError(f"figures={figures!r}; expected 'groups', 'all' or 'none'")
+    if figures not in ("groups", "all", "curves", "none"):
+        raise ValueError(f"figures={figures!r}; expected 'groups', 'all', 'curves' or 'none'")
+    if html_images not in ("inline", "link"):
+        raise ValueError(f"html_images={html_images!r}; expected 'inline' or 'link'")
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     runs, problems = _load_runs(run_dirs)
@@ -535,7 +541,7 @@ def build_report(run_dirs: Sequence[str | os.PathLike[str]], output_dir: str | o
         blocks.append(render.Heading(2, "Evaluations not run"))
         blocks.append(render.Items(missing))
 
-    figure_runs = ([] if figures == "none" else
+    figure_runs = ([] if figures in ("none", "curves") else
                    [g[0] for g in groups] if figures == "groups" else list(runs))
     figure_data = {}
     folders: set[str] = set()
@@ -616,7 +622,7 @@ def build_report(run_dirs: Sequence[str | os.PathLike[str]], output_dir: str | o
                               "report.", note=True))
     md_path, html_path = out / "report.md", out / "report.html"
     atomic_write_text(md_path, render.to_markdown(blocks))
-    atomic_write_text(html_path, render.to_html(blocks, "VarCon runs report"))
+    atomic_write_text(html_path, render.to_html(blocks, "VarCon runs report", html_images))
     return ReportResult(markdown=md_path, html=html_path, problems=problems, warnings=warnings,
                         runs=[r.path for r in runs])
 
