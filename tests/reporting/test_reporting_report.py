@@ -296,3 +296,40 @@ def test_fine_tuning_is_a_column_and_its_command_is_listed_where_not_run(tmp_pat
     assert md.index("linear top-1 (%)") < md.index("fine-tune top-1 (%)") < md.index("kNN")
     assert f"`{evaluation_command('finetune', frozen)}`" in md
     assert evaluation_command("finetune", frozen) == f"varcon finetune --checkpoint {frozen}"
+
+
+def _retarget(run: Path, trained_in: Path) -> None:
+    """Make ``run`` look copied from ``trained_in`` (its config's output_dir)."""
+    import yaml
+
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    cfg["output_dir"] = str(trained_in)
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+
+
+def test_commands_for_results_copied_without_checkpoints(tmp_path):
+    from varcon.reporting.report import checkpoint_folder
+
+    trained = tmp_path / "runs" / "supcon-s0"
+    copied = write_run(tmp_path / "results" / "supcon-s0", method="supcon", evals=("linear",))
+    _retarget(copied, trained)
+    with_ckpt = write_run(tmp_path / "results" / "ce-s0", method="ce", evals=("linear",))
+    _retarget(with_ckpt, tmp_path / "runs" / "ce-s0")
+    (with_ckpt / "checkpoints" / "last.pt").write_bytes(b"x")
+    in_place = write_run(tmp_path / "varcon-s0", evals=("linear",))  # output_dir is itself
+
+    assert checkpoint_folder(load_run(copied)) == trained
+    assert checkpoint_folder(load_run(with_ckpt)) == with_ckpt
+    assert checkpoint_folder(load_run(in_place)) == in_place
+
+    md = build_report([copied, with_ckpt, in_place], tmp_path / "rep",
+                      figures="none").markdown.read_text()
+    assert f"`{evaluation_command('knn', trained)}`" in md
+    assert f"`{evaluation_command('knn', copied)}`" not in md
+    assert f"`{evaluation_command('knn', with_ckpt)}`" in md
+    assert f"`{evaluation_command('knn', in_place)}`" in md
+    assert "hold results without a checkpoint" in md
+
+    plain = build_report([with_ckpt, in_place], tmp_path / "rep2",
+                         figures="none").markdown.read_text()
+    assert "without a checkpoint" not in plain

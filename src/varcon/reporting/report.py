@@ -79,6 +79,24 @@ def evaluation_command(protocol: str, run_dir: str | os.PathLike[str],
     return f"varcon {protocol} --checkpoint {run}"
 
 
+def checkpoint_folder(run: Run) -> Path:
+    """The folder whose checkpoint evaluates ``run``: its own when it holds
+    ``checkpoints/last.pt`` (or ``last.pt``); else, for results copied without checkpoints,
+    the folder it was trained in (``output_dir`` of its config) when that differs; else its own.
+    """
+    def has_checkpoint(folder: Path) -> bool:
+        return (folder / "checkpoints" / "last.pt").is_file() or (folder / "last.pt").is_file()
+
+    if has_checkpoint(run.path):
+        return run.path
+    trained_in = run.config.get("output_dir")
+    if isinstance(trained_in, str) and trained_in:
+        folder = Path(trained_in)
+        if folder.resolve() != run.path.resolve():
+            return folder
+    return run.path
+
+
 # ----------------------------------------------------------------------------- columns
 
 
@@ -525,7 +543,10 @@ def build_report(run_dirs: Sequence[str | os.PathLike[str]], output_dir: str | o
     transfer_targets = sorted({k.split(":", 1)[1] for r in runs for k in r.evals
                                if k.startswith("transfer:")})
     missing: list[tuple[str, str | None]] = []
+    elsewhere = False  # a command names the folder a run was trained in, not the run's own
     for run in runs:
+        source = checkpoint_folder(run)
+        count = len(missing)
         for protocol in EVAL_PROTOCOLS:
             if protocol == "transfer":
                 targets = transfer_targets or [None]
@@ -533,12 +554,19 @@ def build_report(run_dirs: Sequence[str | os.PathLike[str]], output_dir: str | o
                     if target is None or f"transfer:{target}" not in run.evals:
                         what = f"transfer to {target}" if target else "transfer"
                         missing.append((f"{names[run.path]}: {what} {NOT_RUN}:",
-                                        evaluation_command("transfer", run.path, target)))
+                                        evaluation_command("transfer", source, target)))
             elif protocol not in run.evals:
                 missing.append((f"{names[run.path]}: {_PROTOCOL_LABELS[protocol]} {NOT_RUN}:",
-                                evaluation_command(protocol, run.path)))
+                                evaluation_command(protocol, source)))
+        elsewhere |= source != run.path and len(missing) > count
     if missing:
         blocks.append(render.Heading(2, "Evaluations not run"))
+        if elsewhere:
+            blocks.append(render.Para(
+                "Some of these folders hold results without a checkpoint (copied from where "
+                "they were trained); their commands name the folder each run was trained in "
+                "(output_dir in its config.yaml), where the checkpoint was written. Where that "
+                "folder is gone, pre-train again with the run's config.yaml.", note=True))
         blocks.append(render.Items(missing))
 
     figure_runs = ([] if figures in ("none", "curves") else
