@@ -1,7 +1,7 @@
 """The seeded CIFAR-10 study's verdicts: each paper claim, the numbers beside it, and whether it
 holds, does not hold, or is within noise at this scale.
 
-    python benchmarks/accuracy/claims.py [RESULTS] [--json FILE]
+    python benchmarks/accuracy/claims.py [RESULTS] [--json FILE] [--figure PNG]
 
 ``RESULTS`` (default: ``benchmarks/accuracy/results``) holds the run folders that ``run.sh``
 copies, named ``<group>-s<seed>``: ``varcon-s0``, ``supcon-b64-s0``, ``ce-novel-s0``, ...
@@ -21,6 +21,11 @@ How a verdict is reached (printed under the table as well):
 * **tau2**: the mean rises if its last epoch is above its first on every VarCon seed; the spread
   persists if the last epoch's std is at least half of the first epoch's on every seed.
 * A claim whose runs are missing says *not run yet* and names them.
+
+``--figure`` draws the ablations side by side (batch size, augmentation policy, epsilon, novel
+classes; a panel per ablation that has runs): seed 0 as points and lines, since the ablations
+have seed 0 only, and at the main setting (batch 256, SimAugment) a bar from the lowest to the
+highest seed of the main runs, the noise a single-seed difference has to beat.
 """
 
 from __future__ import annotations
@@ -270,6 +275,120 @@ def all_claims(runs: Runs) -> list[Verdict]:
     return out
 
 
+# ----------------------------------------------------------------------------- figure
+
+BATCHES = ((64, "-b64"), (256, ""), (512, "-b512"))
+POLICIES = (("simaugment", ""), ("autoaugment", "-autoaugment"), ("randaugment", "-randaugment"))
+ARMS = ("varcon", "supcon")
+
+
+def _seed0(runs: Runs, group: str, key: str) -> float | None:
+    return runs.get(group, {}).get(0, {}).get(key)
+
+
+def _seed_range(runs: Runs, group: str, key: str) -> tuple[float, float] | None:
+    vals = [v[key] for v in runs.get(group, {}).values() if key in v]
+    return (min(vals), max(vals)) if len(vals) >= 2 else None
+
+
+def _spread_bar(ax, x: float, runs: Runs, group: str, key: str, color: str) -> None:
+    """The main runs' lowest-to-highest seed at ``x``: the noise a single seed has to beat."""
+    span = _seed_range(runs, group, key)
+    if span is not None:
+        ax.vlines(x, *span, color=color, linewidth=6, alpha=0.3)
+
+
+def ablation_figure(runs: Runs, path: Path) -> list[str]:
+    """Draw the ablations that have runs (see the module docstring) to ``path``; returns the
+    panels drawn (``[]``: nothing to draw, no file written)."""
+    panels: list[str] = []
+    if any(f"{m}{suffix}" in runs for m in ARMS for _, suffix in BATCHES if suffix):
+        panels.append("batch")
+    if any(f"{m}{suffix}" in runs for m in ARMS for _, suffix in POLICIES if suffix):
+        panels.append("augment")
+    if "varcon-eps0" in runs:
+        panels.append("epsilon")
+    if any(f"{m}-novel" in runs for m in METHODS):
+        panels.append("novel")
+    if not panels:
+        return []
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    colors = {"varcon": "tab:blue", "supcon": "tab:orange", "ce": "tab:green",
+              "varcon-eps0": "tab:purple"}
+    cols = min(len(panels), 2)
+    rows = -(-len(panels) // cols)
+    fig = Figure(figsize=(5.6 * cols, 4.0 * rows))
+    key = LINEAR[1]
+
+    def line(ax, xs: Sequence[float], vals: Sequence[float | None], color: str,
+             label: str) -> None:
+        """Points (None: not run, left out) joined by a line; the axis is not cut at 0, so a
+        difference of a point is visible."""
+        pts = [(x, v) for x, v in zip(xs, vals, strict=True) if v is not None]
+        ax.plot([x for x, _ in pts], [v for _, v in pts], marker="o", color=color, label=label)
+
+    for i, panel in enumerate(panels):
+        ax = fig.add_subplot(rows, cols, i + 1)
+        ax.set_ylabel(LINEAR[0])
+        if panel == "batch":
+            for m in ARMS:
+                line(ax, [b for b, _ in BATCHES],
+                     [_seed0(runs, f"{m}{s}", key) for _, s in BATCHES], colors[m],
+                     f"{m} (seed 0)")
+                _spread_bar(ax, 256, runs, m, key, colors[m])
+            ax.set_xscale("log", base=2)
+            ax.set_xticks([b for b, _ in BATCHES], [str(b) for b, _ in BATCHES])
+            ax.set_xlabel("batch size (lr scaled linearly)")
+            ax.set_title("batch size")
+        elif panel == "augment":
+            for m in ARMS:
+                line(ax, range(len(POLICIES)),
+                     [_seed0(runs, f"{m}{s}", key) for _, s in POLICIES], colors[m],
+                     f"{m} (seed 0)")
+                _spread_bar(ax, 0, runs, m, key, colors[m])
+            ax.set_xticks(range(len(POLICIES)), [p for p, _ in POLICIES])
+            ax.set_xlim(-0.4, len(POLICIES) - 0.6)
+            ax.set_title("augmentation policy")
+        elif panel == "epsilon":
+            seeds = sorted(runs["varcon-eps0"])
+            for j, (group, label) in enumerate((("varcon", "eps 0.02: adaptive tau2"),
+                                                ("varcon-eps0", "eps 0: fixed tau2"))):
+                vals = [runs.get(group, {}).get(s, {}).get(key) for s in seeds]
+                ax.scatter([j] * len(seeds), [v if v is not None else math.nan for v in vals],
+                           color=colors[group], label=label, zorder=3)
+            for s in seeds:  # each seed's pair joined: the paired difference is the slope
+                pair = [runs.get(g, {}).get(s, {}).get(key) for g in ("varcon", "varcon-eps0")]
+                if None not in pair:
+                    ax.plot([0, 1], pair, color="gray", linewidth=1)
+                    ax.annotate(f"s{s}", (1, pair[1]), xytext=(6, 0),
+                                textcoords="offset points", va="center", fontsize="x-small")
+            ax.set_xticks([0, 1], ["eps 0.02", "eps 0"])
+            ax.set_xlim(-0.5, 1.5)
+            ax.set_title("VarCon: adaptive vs fixed temperature (paired by seed)")
+        else:  # novel
+            metrics = (("5-way 1-shot", FEWSHOT[0][1]), ("5-way 5-shot", FEWSHOT[1][1]),
+                       ("linear transfer", "transfer.top1"))
+            for j, m in enumerate(METHODS):
+                vals = [_seed0(runs, f"{m}-novel", k) for _, k in metrics]
+                xs = [k + (j - 1) * 0.12 for k in range(len(metrics))]
+                ax.scatter(xs, [v if v is not None else math.nan for v in vals],
+                           color=colors[m], label=f"{m} (seed 0)", zorder=3)
+            ax.set_xticks(range(len(metrics)), [label for label, _ in metrics])
+            ax.set_ylabel("top-1 on the 5 unseen classes (%)")
+            ax.set_title("pre-trained on 5 classes, evaluated on the other 5")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="x-small", loc="best")
+    fig.suptitle("Ablations (seed 0; shaded bar: the main runs' seed range)", fontsize="medium")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    return panels
+
+
 def to_markdown(verdicts: Sequence[Verdict]) -> str:
     lines = ["| claim | metric | compared | values (every seed) | difference | verdict | why |",
              "|---|---|---|---|---|---|---|"]
@@ -283,6 +402,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("results", nargs="?", type=Path,
                         default=Path(__file__).resolve().parent / "results")
     parser.add_argument("--json", type=Path, help="also write the verdicts as JSON here")
+    parser.add_argument("--figure", type=Path, help="also draw the ablations to this PNG")
     args = parser.parse_args(argv)
     if not args.results.is_dir():
         parser.error(f"{args.results} is not a folder; run benchmarks/accuracy/run.sh first "
@@ -296,6 +416,10 @@ def main(argv: list[str] | None = None) -> int:
           .strip())
     if args.json:
         args.json.write_text(json.dumps([asdict(v) for v in verdicts], indent=1) + "\n")
+    if args.figure:
+        drawn = ablation_figure(runs, args.figure)
+        print(f"\nfigure: {args.figure} ({', '.join(drawn)})" if drawn else
+              "\nfigure: no ablation has runs yet; nothing drawn", file=sys.stderr)
     return 0
 
 

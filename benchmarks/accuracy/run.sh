@@ -141,5 +141,6 @@ report epsilon curves varcon-s{0,1} varcon-eps0-s{0,1}
 report batch curves {varcon,supcon}-{b64-s0,s0,b512-s0}
 report augment curves {varcon,supcon}-{s0,autoaugment-s0,randaugment-s0}
 report novel curves {varcon,supcon,ce}-novel-s0
-python benchmarks/accuracy/claims.py "$RESULTS" --json "$REPORT/claims.json" > "$REPORT/claims.md"
+python benchmarks/accuracy/claims.py "$RESULTS" --json "$REPORT/claims.json" \
+  --figure "$REPORT/ablations.png" > "$REPORT/claims.md"
 log "queue finished"

@@ -9,6 +9,7 @@ import statistics
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -152,6 +153,31 @@ def test_command_prints_the_table_and_writes_json(results, tmp_path_factory, cap
     saved = json.loads(out.read_text())
     assert set(saved[0]) == {"claim", "metric", "compared", "values", "difference", "verdict",
                              "why"}
+
+
+def test_ablation_figure_draws_a_panel_per_ablation_that_has_runs(results, tmp_path_factory,
+                                                                   capsys):
+    pytest.importorskip("matplotlib")
+    from PIL import Image
+
+    out = tmp_path_factory.mktemp("fig")
+    assert claims.ablation_figure(claims.read_results(results), out / "none.png") == []
+    assert not (out / "none.png").exists()  # main runs only: no ablation to draw
+
+    _run(results, "varcon-b64", 0, linear_top1=69.0)
+    _run(results, "supcon-b512", 0, linear_top1=66.0)
+    assert claims.ablation_figure(claims.read_results(results), out / "b.png") == ["batch"]
+
+    for group in ("varcon-autoaugment", "supcon-randaugment", "varcon-novel", "ce-novel"):
+        _run(results, group, 0, linear_top1=60.0, fewshot_mean=55.0)
+    for seed in (0, 1):
+        _run(results, "varcon-eps0", seed, linear_top1=68.0 + seed)
+    assert claims.main([str(results), "--figure", str(out / "all.png")]) == 0
+    assert "(batch, augment, epsilon, novel)" in capsys.readouterr().err
+    with Image.open(out / "all.png") as image:
+        assert image.format == "PNG" and image.width > 1000 and image.height > 800  # 2 x 2
+        gray = np.asarray(image.convert("L"))
+    assert (gray < 250).mean() > 0.02  # drawn, not blank
 
 
 def test_a_missing_results_folder_names_the_fix(tmp_path, capsys):
