@@ -30,3 +30,16 @@ copy_results() {
   rm -rf "$dest"
   mv "$tmp" "$dest"
 }
+
+# figures RUN: draw the run's figures unless figures/figures.json is newer than everything they
+# are drawn from (eval/, tau2/, metrics.jsonl), so a queue that passes a finished run again does
+# not redraw its t-SNE or rewrite the timestamps of results already copied.
+figures() {
+  local run="$1" manifest="$1/figures/figures.json" inputs=()
+  for f in "$run/eval" "$run/tau2" "$run/metrics.jsonl"; do [ -e "$f" ] && inputs+=("$f"); done
+  if [ -f "$manifest" ] && [ "${#inputs[@]}" -gt 0 ] \
+      && [ -z "$(find "${inputs[@]}" -newer "$manifest" -print -quit)" ]; then
+    return 0
+  fi
+  varcon figures "$run" > /dev/null
+}

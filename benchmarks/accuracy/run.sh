@@ -71,7 +71,7 @@ full_eval() {
   [ -f "$run/eval/fewshot.json" ] || varcon fewshot --checkpoint "$run" "fewshot.episodes=$FEWSHOT_EPISODES"
   [ -f "$run/eval/robustness.json" ] || varcon robustness --checkpoint "$run" \
     "robustness.max_images=$ROBUSTNESS_IMAGES"
-  varcon figures "$run" > /dev/null
+  figures "$run"
 }
 
 for phase in $PHASES; do
@@ -89,7 +89,7 @@ for phase in $PHASES; do
       for seed in 0 1; do
         run="$RUNS/varcon-eps0-s$seed"
         pretrain "$run" name=varcon-eps0 method=varcon loss.epsilon=0 "seed=$seed"
-        varcon figures "$run" > /dev/null
+        figures "$run"
         copy_results "$run"
       done ;;
     batch)
