@@ -382,7 +382,8 @@ def ablation_figure(runs: Runs, path: Path) -> list[str]:
             ax.set_title("pre-trained on 5 classes, evaluated on the other 5")
         ax.grid(alpha=0.3)
         ax.legend(fontsize="x-small", loc="best")
-    fig.suptitle("Ablations (seed 0; shaded bar: the main runs' seed range)", fontsize="medium")
+    fig.suptitle("Ablations: single runs (seed 0), epsilon paired by seed; shaded bar: the main "
+                 "runs' seed range", fontsize="medium")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
