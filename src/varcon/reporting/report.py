@@ -84,11 +84,14 @@ def checkpoint_folder(run: Run) -> Path:
     ``checkpoints/last.pt`` (or ``last.pt``); else, for results copied without checkpoints,
     the folder it was trained in (``output_dir`` of its config) when that differs; else its own.
     """
-    def has_checkpoint(folder: Path) -> bool:
-        return (folder / "checkpoints" / "last.pt").is_file() or (folder / "last.pt").is_file()
+    # the models' own lookup rule, so the report and the evaluation commands agree on it
+    from varcon.models.checkpoint import CheckpointError, find_checkpoint
 
-    if has_checkpoint(run.path):
+    try:
+        find_checkpoint(run.path)
         return run.path
+    except CheckpointError:
+        pass
     trained_in = run.config.get("output_dir")
     if isinstance(trained_in, str) and trained_in:
         folder = Path(trained_in)
