@@ -24,25 +24,21 @@ import time
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from varcon.data import TransformedDataset, build_transform
-from varcon.data.sampling import EpochBatchSampler
 from varcon.runtime.config import FinetuneConfig
-from varcon.runtime.logger import Progress
-from varcon.runtime.schedule import WarmupCosine
 
 from .linear import probe_accuracy
 from .results import save_array, write_result
 from .session import EvalSession, _amp_dtype
+from .supervised import AugmentedTraining, SupervisedDiverged, train_on_augmented_images
 
 __all__ = ["FinetuneDiverged", "FinetuneModel", "finetune_param_groups", "run_finetune",
            "train_finetune"]
 
 
-class FinetuneDiverged(ValueError):
+class FinetuneDiverged(SupervisedDiverged):
     """The fine-tuning loss became NaN or infinite (the learning rate is too high)."""
 
 
@@ -73,13 +69,6 @@ def finetune_param_groups(model: FinetuneModel, fc: FinetuneConfig) -> list[dict
     ]
 
 
-def _all_sum(values: list[float], device: torch.device, distributed: bool) -> list[float]:
-    t = torch.tensor(values, dtype=torch.float64, device=device)
-    if distributed:
-        dist.all_reduce(t)
-    return t.tolist()
-
-
 def train_finetune(session: EvalSession) -> tuple[FinetuneModel, dict[str, list[float]]]:
     """Fine-tune ``session.net.encoder`` (in place) with a new linear head on the session's
     training split, as ``cfg.finetune`` says.
@@ -100,59 +89,19 @@ def train_finetune(session: EvalSession) -> tuple[FinetuneModel, dict[str, list[
         device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
         wrapped = DistributedDataParallel(model, device_ids=device_ids)
 
-    transform = build_transform(fc.augment, session.data.image_size, session.data.mean,
-                                session.data.std)
-    train_set = TransformedDataset(session.data.dataset, transform)
-    per_rank = max(fc.batch_size // ctx.world_size, 1)
-    # Full batches when there are enough images: a BatchNorm step on a 1-image remainder
-    # would be noisy (or fail, for BatchNorm1d layers).
-    sampler = EpochBatchSampler(len(train_set), per_rank, rank=ctx.rank,
-                                world_size=ctx.world_size, seed=cfg.seed + 2,
-                                drop_last=len(train_set) >= per_rank * ctx.world_size)
-    steps = sampler.batches_per_epoch
     optimizer = torch.optim.SGD(finetune_param_groups(model, fc), lr=fc.lr,
                                 momentum=fc.momentum, weight_decay=fc.weight_decay)
-    schedule = WarmupCosine(fc.lr, fc.epochs * steps, fc.warmup_epochs * steps)
-    amp_dtype = _amp_dtype(cfg, ctx.device)
-    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
-    criterion = nn.CrossEntropyLoss()
-    history: dict[str, list[float]] = {"train_loss": [], "train_top1": []}
-    for epoch in range(fc.epochs):
-        sampler.set_epoch(epoch)
-        loader = torch.utils.data.DataLoader(
-            train_set, batch_sampler=sampler, num_workers=cfg.data.num_workers,
-            pin_memory=ctx.device.type == "cuda",
-        )
-        bar = Progress(steps, f"finetune {epoch + 1}/{fc.epochs}", mode=cfg.train.progress,
-                       enabled=ctx.is_main and fc.epochs <= 20)
-        loss_sum, correct, seen = 0.0, 0.0, 0.0
-        for step, (images, targets) in enumerate(loader):
-            schedule.apply(optimizer, epoch * steps + step)
-            images = images.to(ctx.device, non_blocking=True)
-            targets = targets.to(ctx.device, non_blocking=True)
-            with torch.autocast(ctx.device.type, dtype=amp_dtype or torch.float32,
-                                enabled=amp_dtype is not None):
-                logits = wrapped(images)
-            loss = criterion(logits.float(), targets)
-            if not torch.isfinite(loss):
-                raise FinetuneDiverged(
-                    f"fine-tuning loss is {float(loss)} at epoch {epoch + 1}, step {step + 1}; "
-                    f"lower finetune.lr (now {fc.lr}) or finetune.encoder_lr_scale"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            n = targets.numel()
-            loss_sum += float(loss.detach()) * n
-            correct += float((logits.detach().argmax(1) == targets).sum())
-            seen += n
-            bar.update(loss=float(loss.detach()))
-        bar.close()
-        loss_sum, correct, seen = _all_sum([loss_sum, correct, seen], ctx.device,
-                                           ctx.distributed)
-        history["train_loss"].append(loss_sum / max(seen, 1))
-        history["train_top1"].append(100.0 * correct / max(seen, 1))
+    per_rank = max(fc.batch_size // ctx.world_size, 1)
+    settings = AugmentedTraining(
+        epochs=fc.epochs, batch_size=fc.batch_size, lr=fc.lr, warmup_epochs=fc.warmup_epochs,
+        augment=fc.augment, seed=cfg.seed + 2, desc="finetune",
+        lr_hint=f"lower finetune.lr (now {fc.lr}) or finetune.encoder_lr_scale",
+        # Full batches when there are enough images: a BatchNorm step on a 1-image remainder
+        # would be noisy (or fail, for BatchNorm1d layers).
+        drop_last=len(session.data.dataset) >= per_rank * ctx.world_size)
+    history = train_on_augmented_images(session, wrapped, optimizer, settings,
+                                        amp_dtype=_amp_dtype(cfg, ctx.device),
+                                        error=FinetuneDiverged)
     return model.eval(), history
 
 

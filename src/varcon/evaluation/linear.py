@@ -10,7 +10,8 @@ Two training inputs:
 * ``linear.augment=eval`` (no augmentation): the training split is encoded once (shared with
   kNN, clustering and few-shot through the session) and the probe trains on those features;
 * ``linear.augment=linear`` (the authors' protocol: random resized crop + flip): every epoch
-  encodes freshly augmented images, with several processes under DDP.
+  encodes freshly augmented images, with several processes under DDP (the loop of
+  :mod:`varcon.evaluation.supervised`, which fine-tuning shares).
 """
 
 from __future__ import annotations
@@ -22,14 +23,13 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from varcon.data import TransformedDataset, build_transform
-from varcon.data.sampling import EpochBatchSampler
 from varcon.runtime.config import LinearConfig
 from varcon.runtime.logger import Progress
 from varcon.runtime.schedule import WarmupCosine
 
 from .results import atomic_write_bytes, save_array, write_result
 from .session import EvalSession
+from .supervised import AugmentedTraining, train_on_augmented_images
 
 __all__ = ["load_probe", "probe_accuracy", "run_linear", "train_linear_probe",
            "train_probe_on_features"]
@@ -87,43 +87,26 @@ def train_linear_probe(session: EvalSession) -> nn.Linear:
 
 
 def _train_augmented(session: EvalSession) -> nn.Linear:
-    """Probe on freshly augmented images every epoch (DDP over processes)."""
+    """Probe on freshly augmented images every epoch (DDP over processes); the frozen
+    encoder's features are computed without gradients, in ``float32``."""
     cfg, ctx, lc, net = session.cfg, session.ctx, session.cfg.linear, session.net
     net.eval()
-    train_tf = build_transform(lc.augment, session.data.image_size, session.data.mean,
-                               session.data.std)
-    train_set = TransformedDataset(session.data.dataset, train_tf)
-    per_rank = max(lc.batch_size // ctx.world_size, 1)
-    sampler = EpochBatchSampler(len(train_set), per_rank, rank=ctx.rank,
-                                world_size=ctx.world_size, seed=cfg.seed + 1, drop_last=False)
-    steps = sampler.batches_per_epoch
-    torch.manual_seed(cfg.seed + 1)
+    torch.manual_seed(cfg.seed + 1)  # the classifier's initialisation
     classifier = nn.Linear(net.out_dim, session.num_classes).to(ctx.device)
     model: nn.Module = classifier
     if ctx.distributed:
         model = DistributedDataParallel(classifier)
-    optimizer = _optimizer(classifier, lc)
-    schedule = WarmupCosine(lc.lr, lc.epochs * steps, lc.warmup_epochs * steps)
-    criterion = nn.CrossEntropyLoss()
-    for epoch in range(lc.epochs):
-        sampler.set_epoch(epoch)
-        loader = torch.utils.data.DataLoader(
-            train_set, batch_sampler=sampler, num_workers=cfg.data.num_workers,
-            pin_memory=ctx.device.type == "cuda",
-        )
-        bar = Progress(steps, f"linear {epoch + 1}/{lc.epochs}", mode=cfg.train.progress,
-                       enabled=ctx.is_main and lc.epochs <= 20)
-        for step, (images, targets) in enumerate(loader):
-            schedule.apply(optimizer, epoch * steps + step)
-            images, targets = images.to(ctx.device), targets.to(ctx.device)
-            with torch.no_grad():
-                inputs = net.encode(images).float()
-            loss = criterion(model(inputs), targets)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            bar.update(loss=float(loss.detach()))
-        bar.close()
+
+    def forward(images: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            inputs = net.encode(images).float()
+        return model(inputs)
+
+    settings = AugmentedTraining(
+        epochs=lc.epochs, batch_size=lc.batch_size, lr=lc.lr, warmup_epochs=lc.warmup_epochs,
+        augment=lc.augment, seed=cfg.seed + 1, desc="linear",
+        lr_hint=f"lower linear.lr (now {lc.lr})")
+    train_on_augmented_images(session, forward, _optimizer(classifier, lc), settings)
     return classifier.eval()
 
 

@@ -1,0 +1,134 @@
+"""The supervised loop on augmented images, shared by the linear probe and fine-tuning.
+
+Both protocols train a classifier with cross-entropy on freshly augmented training images
+every epoch:
+
+* the linear probe with ``linear.augment`` other than ``eval``: the encoder is frozen and
+  only ``nn.Linear(out_dim, C)`` learns (:mod:`varcon.evaluation.linear`);
+* fine-tuning: the encoder and a new head learn together (:mod:`varcon.evaluation.finetune`).
+
+For step ``t = epoch * S + step`` of ``E * S`` (``S`` batches per epoch per process) the loop
+sets the learning rate of every parameter group to ``warmup_cosine(t) * lr_scale``, computes
+
+    loss = CE(forward(x), y),    x: [B, C, H, W] augmented images,  y: [B] labels
+
+in ``float32`` (the forward pass under autocast where ``amp_dtype`` is given), and takes one
+optimizer step (through a gradient scaler for ``float16``). Under ``torchrun`` each process
+reads its shard of every global batch (:class:`~varcon.data.sampling.EpochBatchSampler`);
+the caller wraps the model in DDP. A non-finite loss stops the loop with
+:class:`SupervisedDiverged`, naming the epoch, the step and the setting to lower.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from varcon.data import TransformedDataset, build_transform
+from varcon.data.sampling import EpochBatchSampler
+from varcon.runtime.logger import Progress
+from varcon.runtime.schedule import WarmupCosine
+
+from .session import EvalSession
+
+__all__ = ["AugmentedTraining", "SupervisedDiverged", "train_on_augmented_images"]
+
+
+class SupervisedDiverged(ValueError):
+    """The cross-entropy loss became NaN or infinite (the learning rate is too high)."""
+
+
+@dataclass(frozen=True)
+class AugmentedTraining:
+    """What the loop needs from a protocol's config section.
+
+    ``batch_size`` is global (split over processes); ``seed`` orders the batches;
+    ``drop_last`` leaves out the remainder batch of every epoch; ``desc`` names the progress
+    bar and the error; ``lr_hint`` says which setting to lower when the loss diverges.
+    """
+
+    epochs: int
+    batch_size: int
+    lr: float
+    warmup_epochs: int
+    augment: str
+    seed: int
+    desc: str
+    lr_hint: str
+    drop_last: bool = False
+
+
+def _all_sum(values: list[float], device: torch.device, distributed: bool) -> list[float]:
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    if distributed:
+        dist.all_reduce(t)
+    return t.tolist()
+
+
+def train_on_augmented_images(
+    session: EvalSession,
+    forward: Callable[[torch.Tensor], torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    settings: AugmentedTraining,
+    *,
+    amp_dtype: torch.dtype | None = None,
+    error: type[SupervisedDiverged] = SupervisedDiverged,
+) -> dict[str, list[float]]:
+    """Train whatever ``forward`` (images ``[B, C, H, W]`` -> logits ``[B, K]``) reaches
+    through ``optimizer``, on ``session``'s training split augmented with
+    ``settings.augment``.
+
+    Returns the history ``{"train_loss": [...], "train_top1": [...]}``: one entry per epoch,
+    the mean loss and top-1 (percent) over every process's images of that epoch.
+    """
+    cfg, ctx, s = session.cfg, session.ctx, settings
+    transform = build_transform(s.augment, session.data.image_size, session.data.mean,
+                                session.data.std)
+    train_set = TransformedDataset(session.data.dataset, transform)
+    per_rank = max(s.batch_size // ctx.world_size, 1)
+    sampler = EpochBatchSampler(len(train_set), per_rank, rank=ctx.rank,
+                                world_size=ctx.world_size, seed=s.seed, drop_last=s.drop_last)
+    steps = sampler.batches_per_epoch
+    schedule = WarmupCosine(s.lr, s.epochs * steps, s.warmup_epochs * steps)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+    criterion = nn.CrossEntropyLoss()
+    history: dict[str, list[float]] = {"train_loss": [], "train_top1": []}
+    for epoch in range(s.epochs):
+        sampler.set_epoch(epoch)
+        loader = torch.utils.data.DataLoader(
+            train_set, batch_sampler=sampler, num_workers=cfg.data.num_workers,
+            pin_memory=ctx.device.type == "cuda",
+        )
+        bar = Progress(steps, f"{s.desc} {epoch + 1}/{s.epochs}", mode=cfg.train.progress,
+                       enabled=ctx.is_main and s.epochs <= 20)
+        loss_sum, correct, seen = 0.0, 0.0, 0.0
+        for step, (images, targets) in enumerate(loader):
+            schedule.apply(optimizer, epoch * steps + step)
+            images = images.to(ctx.device, non_blocking=True)
+            targets = targets.to(ctx.device, non_blocking=True)
+            with torch.autocast(ctx.device.type, dtype=amp_dtype or torch.float32,
+                                enabled=amp_dtype is not None):
+                logits = forward(images)
+            loss = criterion(logits.float(), targets)
+            if not torch.isfinite(loss):
+                raise error(f"{s.desc} loss is {float(loss.detach())} at epoch {epoch + 1}, "
+                            f"step {step + 1}; {s.lr_hint}")
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            n = targets.numel()
+            loss_sum += float(loss.detach()) * n
+            correct += float((logits.detach().argmax(1) == targets).sum())
+            seen += n
+            bar.update(loss=float(loss.detach()))
+        bar.close()
+        loss_sum, correct, seen = _all_sum([loss_sum, correct, seen], ctx.device,
+                                           ctx.distributed)
+        history["train_loss"].append(loss_sum / max(seen, 1))
+        history["train_top1"].append(100.0 * correct / max(seen, 1))
+    return history
