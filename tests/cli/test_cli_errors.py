@@ -130,7 +130,7 @@ def test_evaluation_on_data_with_other_channels_is_refused(digits_run, tmp_path,
     root = write_image_folder(tmp_path / "tree", per_class=4, size=(8, 8), mode="RGB")
     code, _, err = run_cli(capsys, "knn", "--checkpoint", str(digits_run),
                            "--output-dir", str(tmp_path / "eval"),
-                           "data.dataset=imagefolder", f"data.root={root}")
+                           "data.dataset=imagefolder", f"data.root={root}", "data.channels=3")
     assert code == 2
     assert_clean_error(err, "3 channel(s)", "trained on 1")
     assert not (tmp_path / "eval").exists()

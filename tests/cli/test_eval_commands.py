@@ -185,10 +185,6 @@ def test_default_output_dir_is_the_runs_eval(run, capsys):
 # ------------------------------------------------------------------------------ transfer
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "ImageFolder trees are always decoded as RGB (3 channels), so a grayscale tree cannot be "
-    "evaluated with a 1-channel encoder; tests/evaluation/test_robustness_protocol.py covers "
-    "transfer between 3-channel datasets"))
 def test_transfer_from_digits_to_a_grayscale_tree(run, tmp_path, capsys):
     """A 1-channel 8x8 tree with classes of its own: the probe is trained for those."""
     root = write_image_folder(tmp_path / "shapes", classes=("p", "q", "r", "s"), per_class=5,
@@ -221,10 +217,26 @@ def test_data_with_other_channels_is_refused(run, tmp_path, capsys, command):
     out_dir = tmp_path / "out"
     code, _, err = run_cli(capsys, command, "--checkpoint", run, "--output-dir", out_dir,
                            "data.dataset=imagefolder", f"data.root={root}",
-                           "data.exclude_classes=null")
+                           "data.exclude_classes=null", "data.channels=3")
     assert code == 2
-    assert_clean_error(err, "3 channel(s)", "trained on 1", "same number of channels")
+    assert_clean_error(err, "3 channel(s)", "trained on 1", "same number of channels",
+                       "data.channels")
     assert not out_dir.exists()
+
+
+def test_colour_tree_is_read_as_grayscale_by_a_grayscale_encoder(run, tmp_path, capsys):
+    """Without data.channels a tree decodes to the encoder's channels (here digits' 1), as
+    ``encoder.transform`` and ``varcon embed`` convert them."""
+    root = write_image_folder(tmp_path / "rgb", classes=("p", "q"), per_class=4, size=(8, 8),
+                              mode="RGB")
+    out_dir = tmp_path / "out"
+    code, _, err = run_cli(capsys, "knn", "--checkpoint", run, "--output-dir", out_dir,
+                           "data.dataset=imagefolder", f"data.root={root}",
+                           "data.exclude_classes=null", "data.per_class=null", "knn.k=[3]",
+                           "train.progress=off")
+    assert code == 0, err
+    record = read(out_dir / "knn.json")
+    assert record["class_names"] == ["p", "q"] and 0 <= record["results"]["top1"]["3"] <= 100
 
 
 # ------------------------------------------------------------------------------- few-shot

@@ -45,6 +45,8 @@ __all__ = [
     "CIFAR100_STD",
     "DIGITS_MEAN",
     "DIGITS_STD",
+    "IMAGENET_GRAY_MEAN",
+    "IMAGENET_GRAY_STD",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "SMALL_IMAGE_MAX",
@@ -71,6 +73,11 @@ CIFAR100_MEAN = (0.5071, 0.4867, 0.4408)
 CIFAR100_STD = (0.2675, 0.2565, 0.2761)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# ImageNet's statistics for grayscale trees: the luminance L = 0.299 R + 0.587 G + 0.114 B of
+# the RGB mean, and the same weighting of the RGB stds (a default; data.stats=compute measures
+# a tree's own).
+IMAGENET_GRAY_MEAN = (round(0.299 * 0.485 + 0.587 * 0.456 + 0.114 * 0.406, 4),)
+IMAGENET_GRAY_STD = (round(0.299 * 0.229 + 0.587 * 0.224 + 0.114 * 0.225, 4),)
 # Measured on the digits training split (uint8 0..255 scale / 255), see tests.
 DIGITS_MEAN = (0.3053,)
 DIGITS_STD = (0.3758,)
@@ -78,6 +85,7 @@ DIGITS_STD = (0.3758,)
 SMALL_IMAGE_MAX = 64  # images up to this many pixels on their longer side are cached
 _CACHE_VERSION = 1
 _SPLITS = ("train", "test")
+IMAGE_CHANNELS = (1, 3)  # what image files decode to: grayscale (L) or RGB
 
 
 @dataclass(frozen=True)
@@ -132,15 +140,18 @@ class ImageFileDataset(Dataset):
     Args:
         paths: image files.
         targets: their labels.
-        info: the dataset's :class:`DatasetInfo`.
+        info: the dataset's :class:`DatasetInfo`; ``info.channels`` (1 or 3) is what every
+            file is decoded to.
 
-    Items are uint8 RGB tensors [3, H, W] at the file's own size.
+    Items are uint8 tensors [C, H, W] at the file's own size: RGB for C = 3, grayscale
+    (luminance) for C = 1.
     """
 
     def __init__(self, paths: Sequence[str], targets: Sequence[int], info: DatasetInfo) -> None:
         self.paths = list(paths)
         self.targets = torch.as_tensor(list(targets), dtype=torch.long)
         self.info = info
+        self.channels = _check_channels(info.channels)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -148,7 +159,7 @@ class ImageFileDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         path = self.paths[index]
         try:
-            image = decode_image_file(path)
+            image = decode_image_file(path, self.channels)
         except (OSError, RuntimeError, ValueError) as e:
             raise _undecodable(path, e) from e
         return image, int(self.targets[index])
@@ -157,7 +168,7 @@ class ImageFileDataset(Dataset):
         """Item ``index``'s file, read but not decoded (see :class:`EncodedImage`)."""
         path = self.paths[index]
         try:
-            return EncodedImage(read_file(str(path)), path)
+            return EncodedImage(read_file(str(path)), path, self.channels)
         except (OSError, RuntimeError) as e:
             raise _undecodable(path, e) from e
 
@@ -177,6 +188,7 @@ class EncodedImage:
     Args:
         data: the file's bytes, uint8 [n] (``torchvision.io.read_file``).
         path: the file (named in errors).
+        channels: decode to RGB (3, default) or grayscale (1).
 
     ``size`` is ``(height, width)`` read from a JPEG header without decoding (None for
     other formats, whose size is only known after :meth:`decode`). A JPEG can be decoded
@@ -184,11 +196,12 @@ class EncodedImage:
     decode costs a fraction of the full one and averages r x r blocks on the way.
     """
 
-    __slots__ = ("data", "path", "size")
+    __slots__ = ("channels", "data", "path", "size")
 
-    def __init__(self, data: torch.Tensor, path: str | os.PathLike) -> None:
+    def __init__(self, data: torch.Tensor, path: str | os.PathLike, channels: int = 3) -> None:
         self.data = data
         self.path = path
+        self.channels = _check_channels(channels)
         self.size: tuple[int, int] | None = None
         try:
             with Image.open(io.BytesIO(data.numpy())) as im:  # header only
@@ -198,7 +211,8 @@ class EncodedImage:
             pass  # not an image PIL knows: decode() reports it
 
     def decode(self, reduce: int = 1) -> torch.Tensor:
-        """uint8 RGB [3, H', W'] (channels-last strides). ``reduce`` > 1 (a JPEG only:
+        """uint8 [C, H', W'] (RGB, or grayscale for ``channels=1``; channels-last strides).
+        ``reduce`` > 1 (a JPEG only:
         1, 2, 4 or 8) gives H' = ceil(H / reduce), W' = ceil(W / reduce).
 
         Raises:
@@ -207,49 +221,73 @@ class EncodedImage:
         """
         try:
             if reduce == 1 or self.size is None:
-                return _decode_data(self.data, self.path)
+                return _decode_data(self.data, self.path, self.channels)
             if reduce not in (2, 4, 8):
                 raise ValueError(f"reduce must be 1, 2, 4 or 8, got {reduce}")
             height, width = self.size
+            mode = _PIL_MODES[self.channels]
             with Image.open(io.BytesIO(self.data.numpy())) as im:
-                im.draft("RGB", (-(-width // reduce), -(-height // reduce)))
-                arr = np.array(im.convert("RGB"), dtype=np.uint8)  # [H', W', 3]
+                im.draft(mode, (-(-width // reduce), -(-height // reduce)))
+                arr = np.array(im.convert(mode), dtype=np.uint8)  # [H', W'(, 3)]
         except (OSError, RuntimeError, ValueError) as e:
             raise _undecodable(self.path, e) from e
-        return torch.from_numpy(arr).permute(2, 0, 1)
+        return _hwc_to_chw(arr, contiguous=False)
 
 
 # --------------------------------------------------------------------------- decoding
 
 
-def decode_image_file(path: str | os.PathLike) -> torch.Tensor:
-    """Decode one image file to a uint8 RGB tensor [3, H, W].
+_PIL_MODES = {1: "L", 3: "RGB"}
+_READ_MODES = {1: ImageReadMode.GRAY, 3: ImageReadMode.RGB}
+
+
+def _check_channels(channels: int) -> int:
+    if channels not in IMAGE_CHANNELS:
+        raise ValueError(f"image files decode to 1 (grayscale) or 3 (RGB) channels, got "
+                         f"{channels!r}")
+    return int(channels)
+
+
+def _hwc_to_chw(arr: np.ndarray, *, contiguous: bool = True) -> torch.Tensor:
+    """uint8 [H, W] or [H, W, C] (numpy) -> [C, H, W] tensor."""
+    image = torch.from_numpy(arr)
+    image = image[None] if image.ndim == 2 else image.permute(2, 0, 1)
+    return image.contiguous() if contiguous else image
+
+
+def decode_image_file(path: str | os.PathLike, channels: int = 3) -> torch.Tensor:
+    """Decode one image file to a uint8 tensor [C, H, W]: RGB for ``channels=3`` (default),
+    grayscale for ``channels=1``.
 
     Uses ``torchvision.io.decode_image`` (JPEG, PNG, WebP, GIF), falling back to PIL for
     the formats it cannot read (BMP, TIFF, ...). Grayscale, RGBA, palette and 16-bit
-    images all become 3-channel uint8 RGB (alpha is dropped).
+    images all become uint8 RGB (alpha is dropped); with ``channels=1`` colour images
+    become their luminance (ITU-R 601: L = 0.299 R + 0.587 G + 0.114 B) and a grayscale
+    file keeps its values.
 
     Raises:
         OSError / RuntimeError / ValueError: the file is not a readable image.
     """
-    return _decode_data(read_file(str(path)), path)
+    return _decode_data(read_file(str(path)), path, channels)
 
 
-def _decode_data(data: torch.Tensor, path: str | os.PathLike) -> torch.Tensor:
+def _decode_data(data: torch.Tensor, path: str | os.PathLike, channels: int = 3
+                 ) -> torch.Tensor:
     """decode_image_file on the file's bytes (uint8 [n])."""
+    channels = _check_channels(channels)
     try:
-        image = decode_image(data, mode=ImageReadMode.RGB)
+        image = decode_image(data, mode=_READ_MODES[channels])
     except RuntimeError:
         with Image.open(io.BytesIO(data.numpy())) as im:
             if im.mode in ("I;16", "I;16B", "I;16L", "I"):
                 arr = np.asarray(im, dtype=np.int64)
                 # 16-bit samples: keep the high byte (same as scaling by 255/65535).
                 arr = np.clip(arr >> 8 if arr.max() > 255 else arr, 0, 255).astype(np.uint8)
-                im2 = Image.fromarray(arr).convert("RGB")
+                im2 = Image.fromarray(arr).convert(_PIL_MODES[channels])
             else:
-                im2 = im.convert("RGB")
+                im2 = im.convert(_PIL_MODES[channels])
             arr = np.array(im2, dtype=np.uint8)
-        return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
+        return _hwc_to_chw(arr)
     if image.dtype != torch.uint8:  # 16-bit PNG
         image = F.to_dtype(image, torch.uint8, scale=True)
     return image
@@ -473,20 +511,24 @@ def _cache_dir(root: Path, cache_dir: str | os.PathLike | None) -> Path:
 
 
 def _tree_key(root: Path, split: str, paths: Sequence[str], labels: Sequence[int],
-              classes: Sequence[str], image_size: int | None, bad_files: str) -> str:
+              classes: Sequence[str], image_size: int | None, bad_files: str,
+              channels: int = 3) -> str:
     h = hashlib.sha256()
-    h.update(json.dumps([_CACHE_VERSION, split, image_size, bad_files, list(classes)]).encode())
+    fields: list[object] = [_CACHE_VERSION, split, image_size, bad_files, list(classes)]
+    if channels != 3:  # RGB caches keep the key they had before grayscale decoding existed
+        fields.append(channels)
+    h.update(json.dumps(fields).encode())
     for p, t in zip(paths, labels, strict=True):
         st = os.stat(p)
         h.update(f"{os.path.relpath(p, root)}\0{t}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
     return h.hexdigest()[:20]
 
 
-def _decode_all(paths: Sequence[str], image_size: int | None
+def _decode_all(paths: Sequence[str], image_size: int | None, channels: int = 3
                 ) -> list[torch.Tensor | Exception]:
     def one(p: str) -> torch.Tensor | Exception:
         try:
-            img = decode_image_file(p)
+            img = decode_image_file(p, channels)
         except (OSError, RuntimeError, ValueError) as e:
             return e
         return _resize_square(img, image_size) if image_size is not None else img
@@ -513,7 +555,7 @@ def _report_bad(bad: list[tuple[str, str]], bad_files: str, where: Path) -> None
 
 def _load_imagefolder(root: str | os.PathLike | None, split: str, image_size: int | None,
                       cache: str, cache_dir: str | os.PathLike | None, bad_files: str,
-                      stats: str) -> TensorImageDataset | ImageFileDataset:
+                      stats: str, channels: int = 3) -> TensorImageDataset | ImageFileDataset:
     if root is None:
         raise ValueError(f"imagefolder: data.root is not set; {_LAYOUT}")
     root_p = Path(root).expanduser().resolve()
@@ -541,12 +583,13 @@ def _load_imagefolder(root: str | os.PathLike | None, split: str, image_size: in
         if image_size is None:
             size = _peek_size(paths)
             image_size = size[1] if size is not None and max(size) <= SMALL_IMAGE_MAX else 224
-        mean, std = IMAGENET_MEAN, IMAGENET_STD
-        info = DatasetInfo("imagefolder", len(classes), list(classes), 3, image_size, mean, std)
+        mean, std = _imagenet_stats(channels)
+        info = DatasetInfo("imagefolder", len(classes), list(classes), channels, image_size,
+                           mean, std)
         ds: TensorImageDataset | ImageFileDataset = ImageFileDataset(paths, labels, info)
     else:
         cdir = _cache_dir(root_p, cache_dir)
-        key = _tree_key(root_p, split, paths, labels, classes, image_size, bad_files)
+        key = _tree_key(root_p, split, paths, labels, classes, image_size, bad_files, channels)
         prefix = (f"imagefolder-{root_p.name}-"
                   f"{hashlib.sha256(str(root_p).encode()).hexdigest()[:8]}-{split}-")
         file = cdir / f"{prefix}{key}.pt"
@@ -559,7 +602,7 @@ def _load_imagefolder(root: str | os.PathLike | None, split: str, image_size: in
             except Exception:  # unreadable cache: rebuild it
                 images = None
         if images is None:
-            decoded = _decode_all(paths, image_size)
+            decoded = _decode_all(paths, image_size, channels)
             bad = [(p, f"{type(r).__name__}: {r}".splitlines()[0][:200])
                    for p, r in zip(paths, decoded, strict=True) if isinstance(r, Exception)]
             _report_bad(bad, bad_files, split_dir)
@@ -588,7 +631,7 @@ def _load_imagefolder(root: str | os.PathLike | None, split: str, image_size: in
                 if old != file:
                     old.unlink(missing_ok=True)
         info = DatasetInfo("imagefolder", len(classes), list(classes), int(images.shape[1]),
-                           int(images.shape[2]), IMAGENET_MEAN, IMAGENET_STD)
+                           int(images.shape[2]), *_imagenet_stats(int(images.shape[1])))
         ds = TensorImageDataset(images, targets, info)
         ds.cache_file = file  # type: ignore[attr-defined]
 
@@ -596,10 +639,16 @@ def _load_imagefolder(root: str | os.PathLike | None, split: str, image_size: in
         stats_dir = _cache_dir(root_p, cache_dir)
         tag = hashlib.sha256(str(root_p).encode()).hexdigest()[:8]
         mean, std = compute_mean_std(
-            ds, cache_path=stats_dir / f"stats-{root_p.name}-{tag}-{split}-{image_size}.json")
+            ds, cache_path=stats_dir / (f"stats-{root_p.name}-{tag}-{split}-{image_size}"
+                                        f"{'-gray' if channels == 1 else ''}.json"))
         ds.info = DatasetInfo(ds.info.name, ds.info.num_classes, ds.info.class_names,
                               ds.info.channels, ds.info.image_size, mean, std)
     return ds
+
+
+def _imagenet_stats(channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    return ((IMAGENET_MEAN, IMAGENET_STD) if channels == 3
+            else (IMAGENET_GRAY_MEAN, IMAGENET_GRAY_STD))
 
 
 # --------------------------------------------------------------------------- public
@@ -616,6 +665,7 @@ def build_dataset(
     cache_dir: str | os.PathLike | None = None,
     bad_files: str = "error",
     stats: str = "default",
+    channels: int | None = None,
 ) -> TensorImageDataset | ImageFileDataset:
     """Load one split of a dataset.
 
@@ -641,8 +691,13 @@ def build_dataset(
             ``~/.cache/varcon/`` when root is not writable.
         bad_files: ``"error"`` (default) raises on an unreadable image naming it;
             ``"skip"`` leaves such files out with a warning.
-        stats: ImageFolder only. ``"default"``: ImageNet mean/std; ``"compute"``: measure
-            them with :func:`compute_mean_std` (cached in the cache folder).
+        stats: ImageFolder only. ``"default"``: ImageNet mean/std (for grayscale, their
+            luminance weighting ``IMAGENET_GRAY_MEAN``/``IMAGENET_GRAY_STD``);
+            ``"compute"``: measure them with :func:`compute_mean_std` (cached in the cache
+            folder).
+        channels: ImageFolder: decode every file to 3 (RGB, the default for None) or 1
+            (grayscale) channels. Other datasets have their own (digits 1, CIFAR 3); a
+            different number is refused.
 
     Returns:
         A dataset of ``(uint8 image [C, H, W], int label)`` with ``.info`` and
@@ -658,12 +713,20 @@ def build_dataset(
         raise ValueError(f"stats must be 'default' or 'compute', got {stats!r}")
     if image_size is not None and (not isinstance(image_size, int) or image_size < 1):
         raise ValueError(f"image_size must be a positive int or None, got {image_size!r}")
+    if channels is not None:
+        _check_channels(channels)
+        own = {"digits": 1, "cifar10": 3, "cifar100": 3}.get(name)
+        if own is not None and channels != own:
+            raise ValueError(f"{name} images have {own} channel(s); channels={channels} "
+                             "(data.channels) only chooses how imagefolder files are decoded: "
+                             "drop it for this dataset")
     if name == "digits":
         return _load_digits(split)
     if name in ("cifar10", "cifar100"):
         return _load_cifar(name, root, split, download)
     if name == "imagefolder":
-        return _load_imagefolder(root, split, image_size, cache, cache_dir, bad_files, stats)
+        return _load_imagefolder(root, split, image_size, cache, cache_dir, bad_files, stats,
+                                 3 if channels is None else channels)
     raise ValueError(f"unknown dataset {name!r}; choose digits, cifar10, cifar100 or "
                      "imagefolder")
 

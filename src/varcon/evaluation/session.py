@@ -96,6 +96,10 @@ class EvalSession:
             raise CheckpointError(f"{path} holds no config: it was not written by varcon")
         cfg = config_from_dict(apply_overrides(base, overrides or []))
         spec = state["network"]
+        if cfg.data.dataset == "imagefolder" and cfg.data.channels is None:
+            # a tree's files decode to what the encoder reads (grayscale <-> RGB), as
+            # ``encoder.transform`` and ``varcon embed`` do
+            cfg.data.channels = int(spec["in_channels"])
         requested = {"method": cfg.method, "encoder": cfg.model.encoder,
                      "encoder_kwargs": dict(cfg.model.kwargs), "head_dim": cfg.model.head_dim,
                      "head_hidden": cfg.model.head_hidden}
@@ -112,7 +116,8 @@ class EvalSession:
             raise ValueError(
                 f"{cfg.data.dataset} images have {data.info.channels} channel(s) but the "
                 f"encoder of {path} was trained on {spec['in_channels']}; evaluate it on data "
-                "with the same number of channels"
+                "with the same number of channels (an imagefolder tree decodes to the "
+                "encoder's unless data.channels says otherwise)"
             )
         # The encoder expects its training input size and normalisation.
         mean = tuple(spec.get("mean") or data.mean)
@@ -232,6 +237,8 @@ class EvalSession:
                d.exclude_classes, d.per_class if split == "train" else None,
                self.cfg.seed if split == "train" and d.per_class else None,
                self.data.image_size, list(self.data.mean), list(self.data.std)]
+        if d.channels not in (None, 3):  # RGB keeps the key it had before data.channels
+            key.append(d.channels)
         return hashlib.sha256(json.dumps(key, default=str).encode()).hexdigest()
 
     def _load_cached(self, split: str, kind: str) -> tuple[torch.Tensor, torch.Tensor] | None:

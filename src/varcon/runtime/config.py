@@ -73,6 +73,9 @@ class DataConfig:
     cache: str = "auto"  # auto | memory | none  (decoded uint8 cache for small images)
     cache_dir: str | None = None  # where the decoded cache goes; None = <root>/.varcon_cache
     bad_files: str = "error"  # error | skip  (unreadable files in an ImageFolder tree)
+    # imagefolder: decode files to 3 (RGB) or 1 (grayscale) channels; None = RGB for
+    # training, and the encoder's own number when a checkpoint is evaluated
+    channels: int | None = None
     mean: list[float] | None = None  # per-channel normalisation in [0, 1]; None = dataset's
     std: list[float] | None = None
     # imagefolder without mean/std: "default" (ImageNet's) or "compute" (measured once on
@@ -501,6 +504,13 @@ def validate_config(cfg: Config) -> None:
     _choice(p, "train.progress", cfg.train.progress, ("auto", "bar", "lines", "off"))
     if cfg.data.dataset in ("cifar10", "cifar100", "imagefolder") and not cfg.data.root:
         p.append(f"data.root: required for dataset {cfg.data.dataset!r} (the folder holding it)")
+    if cfg.data.channels is not None and cfg.data.channels not in (1, 3):
+        p.append(f"data.channels: 1 (grayscale) or 3 (RGB), got {cfg.data.channels!r}")
+    elif cfg.data.channels is not None and cfg.data.dataset != "imagefolder":
+        own = 1 if cfg.data.dataset == "digits" else 3
+        if cfg.data.channels != own:
+            p.append(f"data.channels: {cfg.data.dataset} images have {own} channel(s); "
+                     "data.channels only chooses how imagefolder files are decoded")
     if cfg.data.image_size is not None and cfg.data.image_size < 1:
         p.append(f"data.image_size: must be >= 1, got {cfg.data.image_size}")
     for key in ("mean", "std"):

@@ -42,7 +42,7 @@ def build_split(cfg: Config, split: str, ctx: DistContext | None = None) -> Any:
     def load() -> Any:
         dataset = build_dataset(
             d.dataset, d.root, split, download=d.download, image_size=d.image_size,
-            cache=d.cache, cache_dir=d.cache_dir, bad_files=d.bad_files,
+            cache=d.cache, cache_dir=d.cache_dir, bad_files=d.bad_files, channels=d.channels,
             # normalisation statistics always come from the training split
             stats=d.stats if split == "train" and d.dataset == "imagefolder" else "default",
         )
