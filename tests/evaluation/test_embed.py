@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import builtins
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -266,3 +269,61 @@ def test_folder_mixing_files_and_class_folders_is_refused(ckpt, tree, tmp_path):
     empty.mkdir()
     with pytest.raises(ValueError, match="holds no image file"):
         embed_images(ckpt, empty, tmp_path / "e.npz")
+
+
+# ---------------------------------------------------------------------------- torchrun
+
+
+def _torchrun_embed(ckpt: Path, given: str | Path, out: Path, *overrides: str
+                    ) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+         "-m", "varcon", "embed", "--checkpoint", str(ckpt), "--input", str(given),
+         "--output", str(out), "train.progress=off", "data.num_workers=0", *overrides],
+        capture_output=True, text=True, timeout=300, env=env,
+    )
+
+
+def test_torchrun_gives_the_one_process_file(ckpt, broken, tmp_path):
+    """Two processes each embed every other image (here an odd number, one unreadable and
+    skipped); the file rank 0 writes equals the one-process file row for row."""
+    folder, bad = broken
+    one = tmp_path / "one.npz"
+    with pytest.warns(UserWarning, match="skipped 1 unreadable"):
+        embed_images(ckpt, folder, one, overrides=[*QUIET, "data.bad_files=skip",
+                                                   "eval.batch_size=4"])
+    two = tmp_path / "two.npz"
+    proc = _torchrun_embed(ckpt, folder, two, "data.bad_files=skip", "eval.batch_size=4")
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    assert proc.stdout.count("embed (") == 1  # rank 0 prints, rank 1 does not
+    a, b = read_embeddings(one), read_embeddings(two)
+    assert b["skipped"] == a["skipped"] == [str(bad.resolve())]
+    assert b["index"].tolist() == a["index"].tolist()
+    assert list(b["paths"]) == list(a["paths"])
+    assert b["labels"].tolist() == a["labels"].tolist()
+    np.testing.assert_allclose(b["embeddings"], a["embeddings"], rtol=1e-5, atol=1e-6)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["broken", "one.npz", "two.npz"]
+
+
+def test_torchrun_on_a_dataset_split(ckpt, tmp_path):
+    one = tmp_path / "one.npz"
+    embed_images(ckpt, "digits:test", one, overrides=QUIET)
+    two = tmp_path / "two.npz"
+    proc = _torchrun_embed(ckpt, "digits:test", two)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    a, b = read_embeddings(one), read_embeddings(two)
+    assert len(b["index"]) == 450 and b["index"].tolist() == a["index"].tolist()
+    assert b["labels"].tolist() == a["labels"].tolist()
+    np.testing.assert_allclose(b["embeddings"], a["embeddings"], rtol=1e-5, atol=1e-6)
+
+
+def test_torchrun_bad_file_stops_every_rank_and_writes_nothing(ckpt, broken, tmp_path):
+    folder, bad = broken
+    out = tmp_path / "e.npz"
+    proc = _torchrun_embed(ckpt, folder, out)
+    assert proc.returncode != 0
+    # both ranks stop with the same clean message (the one that read the file, and the other)
+    assert proc.stderr.count(f"error: cannot read image {bad.resolve()}") == 2, proc.stderr
+    assert "embed.py" not in proc.stderr  # no traceback from varcon (torchrun adds its own)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["broken"]

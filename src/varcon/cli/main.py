@@ -242,7 +242,8 @@ def _embed(args: argparse.Namespace) -> int:
     rows = [("images", str(out["n"])), ("dimension", str(out["dim"])),
             ("features", out["features"]), ("labels", labels),
             ("skipped", str(len(out["skipped"]))), ("written to", out["output"])]
-    print(f"\nembed ({out['input']})\n" + _table(rows), flush=True)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"\nembed ({out['input']})\n" + _table(rows), flush=True)
     return 0
 
 

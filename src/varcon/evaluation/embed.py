@@ -15,6 +15,9 @@ with the network) and :func:`~varcon.evaluation.features.extract_features`, in b
   ``NAME`` one of ``dataset`` (the checkpoint's own, changed by ``data.*`` overrides),
   ``digits``, ``cifar10``, ``cifar100``, ``imagefolder`` (with ``data.root=...``).
 
+Under ``torchrun`` rank r encodes items r, r + W, r + 2W, ...; the shards are gathered and
+rank 0 writes the file, identical to one process's.
+
 Unreadable image files stop the command, or with ``data.bad_files=skip`` are left out,
 counted and listed in the output. The output is written to a temporary file in the same
 folder and renamed into place, so it is never half-written; an existing file is replaced only
@@ -42,7 +45,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+import torch.distributed as dist
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from varcon._atomic import atomic_path
 from varcon.data import ImageFileDataset, decode_image_file
@@ -50,7 +54,7 @@ from varcon.data.subsets import ClassSubset
 from varcon.models import load_trained
 from varcon.runtime.config import Config, apply_overrides, config_from_dict
 from varcon.runtime.data import build_split
-from varcon.runtime.distributed import setup_distributed
+from varcon.runtime.distributed import DistContext, barrier, setup_distributed, teardown
 
 from .features import extract_features
 from .session import _amp_dtype
@@ -203,8 +207,9 @@ def _config(base: dict[str, Any] | None, name: str | None, overrides: list[str])
     return config_from_dict(apply_overrides(data, overrides))
 
 
-def _dataset_input(cfg: Config, name: str, split: str) -> _Input:
-    dataset = build_split(cfg, split)
+def _dataset_input(cfg: Config, name: str, split: str, ctx: DistContext | None = None
+                   ) -> _Input:
+    dataset = build_split(cfg, split, ctx)  # under torchrun rank 0 writes any decoded cache
     info = dataset.info
     targets = getattr(dataset, "targets", None)
     labels = (torch.as_tensor(targets).reshape(-1).numpy().astype(np.int64)
@@ -331,9 +336,6 @@ def embed_images(
     suffix = _check_output(output, overwrite)
     if features not in ("encoder", "head"):
         raise ValueError(f"features must be 'encoder' or 'head', got {features!r}")
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise ValueError("varcon embed runs as one process (its DataLoader workers load the "
-                         "images in parallel); start it without torchrun")
     text = str(input)
     folder = Path(text).expanduser()
     parsed = None if folder.is_dir() else _parse_dataset_input(text)
@@ -350,51 +352,131 @@ def embed_images(
     if features == "head":
         model.network()  # raises for an export without its head
     cfg = _config(model.config, parsed[0] if parsed else None, list(overrides or []))
-    if source is None:
-        assert parsed is not None
-        source = _dataset_input(cfg, cfg.data.dataset, parsed[1])
-    if source.size == 0:
-        raise ValueError(f"{source.label} holds no image")
+    ctx = setup_distributed(cfg.train.device)
+    try:
+        if source is None:
+            assert parsed is not None
+            source = _dataset_input(cfg, cfg.data.dataset, parsed[1], ctx)
+        if source.size == 0:
+            raise ValueError(f"{source.label} holds no image")
+        feats, index, skipped = _encode_shards(model, features, source, cfg, ctx, progress)
+        if not ctx.is_main:
+            barrier(ctx)  # rank 0 writes the file
+            return {"output": str(output), "n": int(feats.shape[0]),
+                    "dim": int(feats.shape[1]), "features": features, "input": source.label,
+                    "labelled": source.labels is not None, "skipped": skipped,
+                    "class_names": source.class_names if source.labels is not None else None,
+                    "seconds": time.perf_counter() - start}
+        result = _write(output, suffix, model, features, text, source, feats, index, skipped,
+                        start)
+        barrier(ctx)
+        return result
+    finally:
+        teardown(ctx)
 
-    device = setup_distributed(cfg.train.device).device
+
+def _encode_shards(model: Any, features: str, source: _Input, cfg: Config, ctx: DistContext,
+                   progress: bool) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """Every readable image's features ``[N, D]`` with its input position ``[N]`` (sorted)
+    and the unreadable ones, on every rank.
+
+    Under ``torchrun`` rank r encodes items r, r + W, r + 2W, ... and the shards are gathered;
+    a bad file (``data.bad_files=error``) found by any rank stops every rank with its message,
+    so no rank waits on one that has failed.
+    """
+    device = ctx.device
     encoder = model.encoder.to(device)
     fn = encoder if features == "encoder" else model.network().to(device)
-    batch = int(cfg.eval.batch_size)
-    loader = DataLoader(_Items(source, model.transform), batch_size=batch,
+    items: Dataset = _Items(source, model.transform)
+    if ctx.distributed:
+        items = Subset(items, range(ctx.rank, source.size, ctx.world_size))
+    loader = DataLoader(items, batch_size=max(int(cfg.eval.batch_size) // ctx.world_size, 1),
                         num_workers=cfg.data.num_workers, collate_fn=_collate,
                         pin_memory=device.type == "cuda")
-    skipped: list[str] = []
+    skipped: list[int] = []  # input positions
 
     def batches() -> Any:
         from varcon.runtime.logger import Progress
 
         bar = Progress(len(loader), f"embed {source.label}", mode=cfg.train.progress,
-                       enabled=progress)
+                       enabled=progress and ctx.is_main)
         try:
             for images, index, bad in loader:
                 for i, message in bad:
                     if cfg.data.bad_files == "error":
-                        raise ValueError(
+                        raise _BadImage(
                             f"cannot read image {source.describe(i)} ({message}); remove or "
                             "replace it, or pass data.bad_files=skip to leave unreadable "
                             "files out (they are counted and listed in the output); nothing "
                             "was written"
                         )
-                    skipped.append(source.describe(i))
+                    skipped.append(int(i))
                 if len(index):
                     yield images, index
                 bar.update()
         finally:
             bar.close()
 
+    feats = torch.zeros(0, 0)
+    index = torch.zeros(0, dtype=torch.long)
+    failure: str | None = None
     try:
         feats, index = extract_features(fn, batches(), device=device,
                                         amp_dtype=_amp_dtype(cfg, device))
+    except _BadImage as exc:
+        failure = str(exc)
     except ValueError as exc:
         if "yielded no batches" not in str(exc):
             raise
+    if ctx.distributed:
+        failures = [None] * ctx.world_size
+        dist.all_gather_object(failures, failure)
+        failure = next((f for f in failures if f is not None), None)
+        if failure is None:
+            shards: list[Any] = [None] * ctx.world_size
+            dist.all_gather_object(shards, skipped)
+            skipped = sorted(i for shard in shards for i in shard)
+            feats, index = _gather_rows(ctx, feats, index)
+    if failure is not None:
+        raise ValueError(failure)
+    if not len(index):
         raise ValueError(f"no readable image in {source.label} ({len(skipped)} skipped); "
-                         "nothing was written") from exc
+                         "nothing was written")
+    order = index.argsort()  # input order (the shards interleave)
+    return feats[order], index[order], [source.describe(i) for i in skipped]
+
+
+class _BadImage(ValueError):
+    """An unreadable image under ``data.bad_files=error``."""
+
+
+def _gather_rows(ctx: DistContext, feats: torch.Tensor, index: torch.Tensor
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every rank's rows (any number each, even none), concatenated in rank order."""
+    counts = [torch.zeros(2, dtype=torch.long, device=ctx.device)
+              for _ in range(ctx.world_size)]
+    mine = torch.tensor([feats.shape[0], feats.shape[1] if feats.numel() else 0],
+                        dtype=torch.long, device=ctx.device)
+    dist.all_gather(counts, mine)
+    rows = [int(c[0]) for c in counts]
+    dim = max(int(c[1]) for c in counts)
+    most = max(rows)
+    padded = torch.zeros(most, dim, device=ctx.device)
+    padded_index = torch.full((most,), -1, dtype=torch.long, device=ctx.device)
+    if rows[ctx.rank]:
+        padded[:rows[ctx.rank]] = feats.to(ctx.device)
+        padded_index[:rows[ctx.rank]] = index.to(ctx.device)
+    parts = [torch.empty_like(padded) for _ in range(ctx.world_size)]
+    parts_index = [torch.empty_like(padded_index) for _ in range(ctx.world_size)]
+    dist.all_gather(parts, padded)
+    dist.all_gather(parts_index, padded_index)
+    return (torch.cat([p[:n].cpu() for p, n in zip(parts, rows, strict=True)]),
+            torch.cat([p[:n].cpu() for p, n in zip(parts_index, rows, strict=True)]))
+
+
+def _write(output: Path, suffix: str, model: Any, features: str, text: str, source: _Input,
+           feats: torch.Tensor, index: torch.Tensor, skipped: list[str], start: float
+           ) -> dict[str, Any]:
     if skipped:
         warnings.warn(f"embed: skipped {len(skipped)} unreadable image file(s) of "
                       f"{source.label} (data.bad_files=skip), e.g. {skipped[0]}", stacklevel=2)
