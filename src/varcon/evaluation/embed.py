@@ -54,7 +54,12 @@ from varcon.data.subsets import ClassSubset
 from varcon.models import load_trained
 from varcon.runtime.config import Config, apply_overrides, config_from_dict
 from varcon.runtime.data import build_split
-from varcon.runtime.distributed import DistContext, barrier, setup_distributed, teardown
+from varcon.runtime.distributed import (
+    DistContext,
+    broadcast_object,
+    setup_distributed,
+    teardown,
+)
 
 from .features import extract_features
 from .session import _amp_dtype
@@ -360,17 +365,9 @@ def embed_images(
         if source.size == 0:
             raise ValueError(f"{source.label} holds no image")
         feats, index, skipped = _encode_shards(model, features, source, cfg, ctx, progress)
-        if not ctx.is_main:
-            barrier(ctx)  # rank 0 writes the file
-            return {"output": str(output), "n": int(feats.shape[0]),
-                    "dim": int(feats.shape[1]), "features": features, "input": source.label,
-                    "labelled": source.labels is not None, "skipped": skipped,
-                    "class_names": source.class_names if source.labels is not None else None,
-                    "seconds": time.perf_counter() - start}
-        result = _write(output, suffix, model, features, text, source, feats, index, skipped,
-                        start)
-        barrier(ctx)
-        return result
+        result = (_write(output, suffix, model, features, text, source, feats, index,
+                         skipped, start) if ctx.is_main else None)
+        return broadcast_object(ctx, result)  # rank 0's summary, once its file is written
     finally:
         teardown(ctx)
 
@@ -439,20 +436,31 @@ def _encode_shards(model: Any, features: str, source: _Input, cfg: Config, ctx: 
             feats, index = _gather_rows(ctx, feats, index)
     if failure is not None:
         raise ValueError(failure)
-    if not len(index):
+    total = len(index) if not ctx.distributed else _all_count(ctx, len(index))
+    if not total:
         raise ValueError(f"no readable image in {source.label} ({len(skipped)} skipped); "
                          "nothing was written")
     order = index.argsort()  # input order (the shards interleave)
     return feats[order], index[order], [source.describe(i) for i in skipped]
 
 
+def _all_count(ctx: DistContext, n: int) -> int:
+    """``n`` summed over ranks."""
+    t = torch.tensor([n], dtype=torch.long, device=ctx.device)
+    dist.all_reduce(t)
+    return int(t.item())
+
+
 class _BadImage(ValueError):
     """An unreadable image under ``data.bad_files=error``."""
 
 
-def _gather_rows(ctx: DistContext, feats: torch.Tensor, index: torch.Tensor
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Every rank's rows (any number each, even none), concatenated in rank order."""
+def _gather_rows(ctx: DistContext, feats: torch.Tensor, index: torch.Tensor,
+                 chunk: int = 16384) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every rank's rows (any number each, even none), concatenated in rank order, on rank 0;
+    the other ranks get ``[0, D]``. Rows travel ``chunk`` at a time, so a device holds at most
+    ``world_size * chunk`` rows of the gather at once (ImageNet's 1.28M x 2048 would not fit
+    whole on most GPUs)."""
     counts = [torch.zeros(2, dtype=torch.long, device=ctx.device)
               for _ in range(ctx.world_size)]
     mine = torch.tensor([feats.shape[0], feats.shape[1] if feats.numel() else 0],
@@ -460,18 +468,28 @@ def _gather_rows(ctx: DistContext, feats: torch.Tensor, index: torch.Tensor
     dist.all_gather(counts, mine)
     rows = [int(c[0]) for c in counts]
     dim = max(int(c[1]) for c in counts)
-    most = max(rows)
-    padded = torch.zeros(most, dim, device=ctx.device)
-    padded_index = torch.full((most,), -1, dtype=torch.long, device=ctx.device)
-    if rows[ctx.rank]:
-        padded[:rows[ctx.rank]] = feats.to(ctx.device)
-        padded_index[:rows[ctx.rank]] = index.to(ctx.device)
-    parts = [torch.empty_like(padded) for _ in range(ctx.world_size)]
-    parts_index = [torch.empty_like(padded_index) for _ in range(ctx.world_size)]
-    dist.all_gather(parts, padded)
-    dist.all_gather(parts_index, padded_index)
-    return (torch.cat([p[:n].cpu() for p, n in zip(parts, rows, strict=True)]),
-            torch.cat([p[:n].cpu() for p, n in zip(parts_index, rows, strict=True)]))
+    kept: list[list[torch.Tensor]] = [[] for _ in range(ctx.world_size)]
+    kept_index: list[list[torch.Tensor]] = [[] for _ in range(ctx.world_size)]
+    for start in range(0, max(rows), chunk):
+        n = min(max(rows[ctx.rank] - start, 0), chunk)
+        padded = torch.zeros(chunk, dim, device=ctx.device)
+        padded_index = torch.full((chunk,), -1, dtype=torch.long, device=ctx.device)
+        if n:
+            padded[:n] = feats[start:start + n].to(ctx.device)
+            padded_index[:n] = index[start:start + n].to(ctx.device)
+        parts = [torch.empty_like(padded) for _ in range(ctx.world_size)]
+        parts_index = [torch.empty_like(padded_index) for _ in range(ctx.world_size)]
+        dist.all_gather(parts, padded)
+        dist.all_gather(parts_index, padded_index)
+        if ctx.is_main:
+            for r in range(ctx.world_size):
+                m = min(max(rows[r] - start, 0), chunk)
+                kept[r].append(parts[r][:m].cpu())
+                kept_index[r].append(parts_index[r][:m].cpu())
+    if not ctx.is_main:
+        return torch.zeros(0, dim), torch.zeros(0, dtype=torch.long)
+    return (torch.cat([t for r in kept for t in r]),
+            torch.cat([t for r in kept_index for t in r]))
 
 
 def _write(output: Path, suffix: str, model: Any, features: str, text: str, source: _Input,
