@@ -375,7 +375,7 @@ def embed_images(
 def _encode_shards(model: Any, features: str, source: _Input, cfg: Config, ctx: DistContext,
                    progress: bool) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     """Every readable image's features ``[N, D]`` with its input position ``[N]`` (sorted)
-    and the unreadable ones, on every rank.
+    and the unreadable ones: on rank 0; the other ranks get no rows (only the skipped list).
 
     Under ``torchrun`` rank r encodes items r, r + W, r + 2W, ... and the shards are gathered;
     a bad file (``data.bad_files=error``) found by any rank stops every rank with its message,
