@@ -56,6 +56,7 @@ from varcon.runtime.config import Config, apply_overrides, config_from_dict
 from varcon.runtime.data import build_split
 from varcon.runtime.distributed import (
     DistContext,
+    all_reduce_sum,
     broadcast_object,
     setup_distributed,
     teardown,
@@ -436,19 +437,12 @@ def _encode_shards(model: Any, features: str, source: _Input, cfg: Config, ctx: 
             feats, index = _gather_rows(ctx, feats, index)
     if failure is not None:
         raise ValueError(failure)
-    total = len(index) if not ctx.distributed else _all_count(ctx, len(index))
-    if not total:
+    total = all_reduce_sum(ctx, torch.tensor([len(index)], device=ctx.device))
+    if not int(total.item()):
         raise ValueError(f"no readable image in {source.label} ({len(skipped)} skipped); "
                          "nothing was written")
     order = index.argsort()  # input order (the shards interleave)
     return feats[order], index[order], [source.describe(i) for i in skipped]
-
-
-def _all_count(ctx: DistContext, n: int) -> int:
-    """``n`` summed over ranks."""
-    t = torch.tensor([n], dtype=torch.long, device=ctx.device)
-    dist.all_reduce(t)
-    return int(t.item())
 
 
 class _BadImage(ValueError):

@@ -25,11 +25,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-import torch.distributed as dist
 from torch import nn
 
 from varcon.data import TransformedDataset, build_transform
 from varcon.data.sampling import EpochBatchSampler
+from varcon.runtime.distributed import all_reduce_sum
 from varcon.runtime.logger import Progress
 from varcon.runtime.schedule import WarmupCosine
 
@@ -60,13 +60,6 @@ class AugmentedTraining:
     desc: str
     lr_hint: str
     drop_last: bool = False
-
-
-def _all_sum(values: list[float], device: torch.device, distributed: bool) -> list[float]:
-    t = torch.tensor(values, dtype=torch.float64, device=device)
-    if distributed:
-        dist.all_reduce(t)
-    return t.tolist()
 
 
 def train_on_augmented_images(
@@ -127,8 +120,8 @@ def train_on_augmented_images(
             seen += n
             bar.update(loss=float(loss.detach()))
         bar.close()
-        loss_sum, correct, seen = _all_sum([loss_sum, correct, seen], ctx.device,
-                                           ctx.distributed)
+        totals = torch.tensor([loss_sum, correct, seen], dtype=torch.float64, device=ctx.device)
+        loss_sum, correct, seen = all_reduce_sum(ctx, totals).tolist()
         history["train_loss"].append(loss_sum / max(seen, 1))
         history["train_top1"].append(100.0 * correct / max(seen, 1))
     return history
