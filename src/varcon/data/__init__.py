@@ -1,6 +1,7 @@
 """Data: datasets as uint8 image tensors, and v2-based augmentations.
 
-See :func:`build_dataset` and :func:`build_transform`.
+See :func:`build_dataset` and :func:`build_transform`. Datasets are registered by name
+(:func:`register_dataset`, :func:`get_dataset`, :func:`dataset_names`).
 """
 
 from .datasets import (
@@ -22,6 +23,7 @@ from .datasets import (
     compute_mean_std,
     decode_image_file,
 )
+from .registry import DatasetSpec, dataset_names, get_dataset, register_dataset
 from .transforms import (
     AutoAugmentTransform,
     EvalTransform,
@@ -48,6 +50,7 @@ __all__ = [
     "IMAGENET_STD",
     "AutoAugmentTransform",
     "DatasetInfo",
+    "DatasetSpec",
     "EncodedImage",
     "EvalTransform",
     "ImageFileDataset",
@@ -61,6 +64,9 @@ __all__ = [
     "build_dataset",
     "build_transform",
     "compute_mean_std",
+    "dataset_names",
     "decode_image_file",
+    "get_dataset",
     "normalize_uint8",
+    "register_dataset",
 ]

@@ -1,5 +1,8 @@
 """Datasets: scikit-learn digits, CIFAR-10/100 (torchvision pickles), ImageFolder trees.
 
+Each is registered by name in :mod:`varcon.data.registry` (at the end of this module), where
+users add their own.
+
 Every dataset built by :func:`build_dataset` yields ``(image, label)`` with ``image`` a
 uint8 tensor [C, H, W] and ``label`` an int, and has:
 
@@ -21,10 +24,11 @@ import os
 import pickle
 import tempfile
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -37,6 +41,8 @@ from torchvision.io import ImageReadMode, decode_image, read_file
 from torchvision.transforms.v2 import functional as F
 
 from varcon._atomic import atomic_path, atomic_write_text
+
+from .registry import DatasetSpec, get_dataset, register_dataset
 
 __all__ = [
     "CIFAR10_MEAN",
@@ -666,11 +672,13 @@ def build_dataset(
     bad_files: str = "error",
     stats: str = "default",
     channels: int | None = None,
-) -> TensorImageDataset | ImageFileDataset:
-    """Load one split of a dataset.
+) -> Any:
+    """Load one split of a registered dataset (:mod:`varcon.data.registry`).
 
     Args:
-        name: ``"digits"`` | ``"cifar10"`` | ``"cifar100"`` | ``"imagefolder"``.
+        name: ``"digits"`` | ``"cifar10"`` | ``"cifar100"`` | ``"imagefolder"``, or a
+            name added with :func:`~varcon.data.register_dataset` (its loader gets ``root``,
+            ``split`` and the options below).
         root: dataset folder (ignored for digits). CIFAR: the folder holding
             ``cifar-10-batches-py/`` or ``cifar-100-python/``. ImageFolder: the folder
             holding ``train/<class>/*`` and ``val/<class>/*`` (or ``test/``).
@@ -701,7 +709,8 @@ def build_dataset(
 
     Returns:
         A dataset of ``(uint8 image [C, H, W], int label)`` with ``.info`` and
-        ``.targets`` (LongTensor [N]).
+        ``.targets`` (LongTensor [N]): a :class:`TensorImageDataset` or
+        :class:`ImageFileDataset` for the built-in datasets.
     """
     if split not in _SPLITS:
         raise ValueError(f"split must be one of {_SPLITS}, got {split!r}")
@@ -713,22 +722,61 @@ def build_dataset(
         raise ValueError(f"stats must be 'default' or 'compute', got {stats!r}")
     if image_size is not None and (not isinstance(image_size, int) or image_size < 1):
         raise ValueError(f"image_size must be a positive int or None, got {image_size!r}")
+    spec = get_dataset(name)  # ValueError naming the registered datasets
     if channels is not None:
         _check_channels(channels)
-        own = {"digits": 1, "cifar10": 3, "cifar100": 3}.get(name)
-        if own is not None and channels != own:
-            raise ValueError(f"{name} images have {own} channel(s); channels={channels} "
-                             "(data.channels) only chooses how imagefolder files are decoded: "
-                             "drop it for this dataset")
-    if name == "digits":
-        return _load_digits(split)
-    if name in ("cifar10", "cifar100"):
+        if spec.channels is not None and channels != spec.channels:
+            raise ValueError(f"{name} images have {spec.channels} channel(s); "
+                             f"channels={channels} (data.channels) only chooses how "
+                             "imagefolder files are decoded: drop it for this dataset")
+    dataset = spec.load(root, split, download=download, image_size=image_size, cache=cache,
+                        cache_dir=cache_dir, bad_files=bad_files, stats=stats,
+                        channels=channels)
+    missing = [a for a in ("info", "targets") if not hasattr(dataset, a)]
+    if missing:
+        raise TypeError(f"dataset {name!r}: its loader returned a {type(dataset).__name__} "
+                        f"without {' or '.join('.' + a for a in missing)}; a loader must "
+                        "return a dataset with .info (DatasetInfo) and .targets (labels)")
+    return dataset
+
+
+# The built-in datasets, as registered (loader signature: (root, split, **options)).
+
+
+def _digits(root: str | os.PathLike | None, split: str, **options: object
+            ) -> TensorImageDataset:
+    return _load_digits(split)
+
+
+def _cifar(name: str) -> Callable[..., TensorImageDataset]:
+    def load(root: str | os.PathLike | None, split: str, *, download: bool = False,
+             **options: object) -> TensorImageDataset:
         return _load_cifar(name, root, split, download)
-    if name == "imagefolder":
-        return _load_imagefolder(root, split, image_size, cache, cache_dir, bad_files, stats,
-                                 3 if channels is None else channels)
-    raise ValueError(f"unknown dataset {name!r}; choose digits, cifar10, cifar100 or "
-                     "imagefolder")
+
+    return load
+
+
+def _imagefolder(root: str | os.PathLike | None, split: str, *, image_size: int | None = None,
+                 cache: str = "auto", cache_dir: str | os.PathLike | None = None,
+                 bad_files: str = "error", stats: str = "default", channels: int | None = None,
+                 **options: object) -> TensorImageDataset | ImageFileDataset:
+    return _load_imagefolder(root, split, image_size, cache, cache_dir, bad_files, stats,
+                             3 if channels is None else channels)
+
+
+for _spec in (
+    DatasetSpec("digits", _digits, 1, DIGITS_MEAN, DIGITS_STD,
+                description="scikit-learn's 8x8 handwritten digits (1,797 images, bundled)"),
+    DatasetSpec("cifar10", _cifar("cifar10"), 3, CIFAR10_MEAN, CIFAR10_STD, needs_root=True,
+                description="CIFAR-10: 32x32 RGB, 10 classes (torchvision's python files)"),
+    DatasetSpec("cifar100", _cifar("cifar100"), 3, CIFAR100_MEAN, CIFAR100_STD,
+                needs_root=True,
+                description="CIFAR-100: 32x32 RGB, 100 classes (torchvision's python files)"),
+    DatasetSpec("imagefolder", _imagefolder, None, IMAGENET_MEAN, IMAGENET_STD,
+                needs_root=True,
+                description="an ImageFolder tree: <root>/train/<class>/*, <root>/val/<class>/*"),
+):
+    register_dataset(_spec)
 
 
 def compute_mean_std(

@@ -9,6 +9,19 @@ repeated from its ``config.yaml`` alone and a checkpoint stores it as a plain di
 The schema is the dataclass tree below; an unknown key is an error that lists the
 valid ones. PyYAML parses files and override values (``lr=0.1`` gives a float,
 ``crop_scale=[0.2,1.0]`` a list, ``root=null`` None).
+
+Validation has three layers, each next to what it checks:
+
+* types, including the choices written as ``Literal[...]`` annotations, are checked by the
+  parser (:func:`_coerce`) for every field;
+* each section checks its own values in its ``problems(prefix)`` method, right after its
+  fields (a lower layer's own check, e.g. :func:`varcon.losses.functional.check_hyperparameters`,
+  is called rather than restated);
+* :meth:`Config.problems` adds the rules that span sections, and the names users extend
+  come from registries: ``method`` from :mod:`varcon.methods`, ``data.dataset`` from
+  :mod:`varcon.data.registry`.
+
+Other packages add whole sections with :func:`register_config_section`.
 """
 
 from __future__ import annotations
@@ -19,12 +32,15 @@ import difflib
 import re
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
+
+from varcon._registry import Registry
 
 __all__ = [
     "ClusterConfig",
@@ -43,16 +59,22 @@ __all__ = [
     "TrainConfig",
     "apply_overrides",
     "config_from_dict",
+    "config_sections",
     "config_to_dict",
     "load_config",
+    "register_config_section",
     "resolve_config_path",
     "save_config",
+    "unregister_config_section",
+    "validate_config",
 ]
 
-METHODS = ("varcon", "supcon", "ce")
-DATASETS = ("digits", "cifar10", "cifar100", "imagefolder")
-AUGMENTS = ("simaugment", "autoaugment", "randaugment", "linear", "eval")
-AMP_MODES = ("auto", "off", "bf16", "fp16")
+# Choices checked by the parser (see _coerce). Methods and datasets are not listed here:
+# users register their own (varcon.methods, varcon.data.registry).
+Augment = Literal["simaugment", "autoaugment", "randaugment", "linear", "eval"]
+AmpMode = Literal["auto", "off", "bf16", "fp16"]
+ClusterAlgorithm = Literal["kmeans", "agglomerative_ward", "agglomerative_average_cosine"]
+FewshotClassifier = Literal["ncm", "logreg"]
 
 
 class ConfigError(ValueError):
@@ -64,15 +86,40 @@ class ConfigError(ValueError):
         super().__init__(text)
 
 
+def _delegate(p: list[str], key: str, arg: str, check: Callable[[], object]) -> bool:
+    """Run a lower layer's own check; its ``ValueError`` becomes a problem naming the config
+    ``key`` (the message's leading ``arg`` name replaced by the key). True if it passed."""
+    try:
+        check()
+    except ValueError as exc:
+        text = str(exc)
+        p.append(f"{key}: {text[len(arg) + 1:] if text.startswith(arg + ' ') else text}")
+        return False
+    return True
+
+
+def _positive(params: dict[str, Any], key: str, default: float) -> bool:
+    """Whether ``params[key]`` (``default`` if absent) is a number > 0 (anything else is
+    left to the transform's own check when it is built)."""
+    value = params.get(key, default)
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+
+
+def _warmup_fix(warmup: int, epochs: int) -> int:
+    """The warm-up to suggest: the given one clipped to [0, epochs - 1]."""
+    return max(0, min(warmup, epochs - 1))
+
+
 @dataclass
 class DataConfig:
-    dataset: str = "digits"  # digits | cifar10 | cifar100 | imagefolder
+    dataset: str = "digits"  # a name from varcon.data.dataset_names(): digits | cifar10 | ...
     root: str | None = None  # dataset folder (CIFAR python files, or ImageFolder train/ + val/)
     download: bool = False  # let torchvision fetch CIFAR where a network exists
     image_size: int | None = None  # resize/crop size; None = the dataset's own
-    cache: str = "auto"  # auto | memory | none  (decoded uint8 cache for small images)
+    # decoded uint8 cache for small images
+    cache: Literal["auto", "memory", "none"] = "auto"
     cache_dir: str | None = None  # where the decoded cache goes; None = <root>/.varcon_cache
-    bad_files: str = "error"  # error | skip  (unreadable files in an ImageFolder tree)
+    bad_files: Literal["error", "skip"] = "error"  # unreadable files in an ImageFolder tree
     # imagefolder: decode files to 3 (RGB) or 1 (grayscale) channels; None = RGB for
     # training, and the encoder's own number when a checkpoint is evaluated
     channels: int | None = None
@@ -80,15 +127,15 @@ class DataConfig:
     std: list[float] | None = None
     # imagefolder without mean/std: "default" (ImageNet's) or "compute" (measured once on
     # the training split, cached next to the decoded images)
-    stats: str = "default"
-    augment: str = "simaugment"  # simaugment | autoaugment | randaugment
+    stats: Literal["default", "compute"] = "default"
+    augment: Augment = "simaugment"  # simaugment | autoaugment | randaugment
     augment_params: dict[str, Any] = field(default_factory=dict)  # constructor overrides
     num_workers: int = 2
     views: int = 2  # augmented views per image for contrastive methods (ce uses 1)
     # batch composition: random (a slice of one permutation per epoch) | class_balanced
     # (samples_per_class images of each of batch_size / samples_per_class classes per batch;
     # varcon.data.sampling.ClassBalancedBatchSampler)
-    sampler: str = "random"
+    sampler: Literal["random", "class_balanced"] = "random"
     samples_per_class: int | None = None
     # Class subsets (names or indices; applied to every split, labels renumbered 0..K-1 in the
     # dataset's class order): pre-train on some classes, evaluate transfer on the others.
@@ -99,6 +146,88 @@ class DataConfig:
     # rotations (1, 2, 4) and one of `channel_orders` RGB orders (1..6), label = (class, r, p).
     rotations: int = 1
     channel_orders: int = 1
+
+    def problems(self, prefix: str = "data") -> list[str]:
+        """This section's impossible values (the batch composition against ``optim`` and
+        the views against the method are checked by :meth:`Config.problems`)."""
+        from varcon.data import dataset_names, get_dataset
+        from varcon.data.variants import check_variants
+
+        p: list[str] = []
+        names = dataset_names()
+        spec = get_dataset(self.dataset) if self.dataset in names else None
+        if spec is None:
+            p.append(f"{prefix}.dataset: must be one of {', '.join(names)}; got "
+                     f"{self.dataset!r}")
+        elif spec.needs_root and not self.root:
+            p.append(f"{prefix}.root: required for {prefix}.dataset={self.dataset} (the "
+                     "folder holding it)")
+        if self.channels is not None and self.channels not in (1, 3):
+            p.append(f"{prefix}.channels: 1 (grayscale) or 3 (RGB), got {self.channels!r}")
+        elif (self.channels is not None and spec is not None and spec.channels is not None
+              and self.channels != spec.channels):
+            p.append(f"{prefix}.channels: {self.dataset} images have {spec.channels} "
+                     f"channel(s); {prefix}.channels only chooses how imagefolder files are "
+                     "decoded")
+        if self.image_size is not None and self.image_size < 1:
+            p.append(f"{prefix}.image_size: must be >= 1, got {self.image_size}")
+        for key in ("mean", "std"):
+            values = getattr(self, key)
+            if values is not None and len(values) not in (1, 3):
+                p.append(f"{prefix}.{key}: give 1 or 3 numbers, got {values}")
+        if self.std is not None and any(s <= 0 for s in self.std):
+            p.append(f"{prefix}.std: must be > 0, got {self.std}")
+        if self.num_workers < 0:
+            p.append(f"{prefix}.num_workers: must be >= 0, got {self.num_workers}")
+        if self.views < 1:
+            p.append(f"{prefix}.views: must be >= 1 (augmented views per image), got "
+                     f"{self.views}")
+        m = self.samples_per_class
+        if self.sampler == "class_balanced" and m is None:
+            p.append(f"{prefix}.sampler=class_balanced needs {prefix}.samples_per_class "
+                     f"(images of each class per batch, e.g. {prefix}.samples_per_class=4)")
+        elif self.sampler == "random" and m is not None:
+            p.append(f"{prefix}.samples_per_class={m} is only used by the class-balanced "
+                     f"sampler: set {prefix}.sampler=class_balanced, or remove "
+                     f"{prefix}.samples_per_class")
+        elif m is not None and m < 1:
+            p.append(f"{prefix}.samples_per_class: must be >= 1, got {m}")
+        for key in ("classes", "exclude_classes"):
+            values = getattr(self, key)
+            if values is None:
+                continue
+            if not values:
+                p.append(f"{prefix}.{key}: give at least one class name or index, or null for "
+                         "all")
+            bad = [v for v in values if isinstance(v, bool) or not isinstance(v, (int, str))]
+            if bad:
+                p.append(f"{prefix}.{key}: entries must be class names or integer indices, "
+                         f"got {bad}")
+        if self.classes and self.exclude_classes:
+            overlap = sorted({str(v) for v in self.classes}
+                             & {str(v) for v in self.exclude_classes})
+            if overlap:
+                p.append(f"{prefix}.classes and {prefix}.exclude_classes both name {overlap}")
+        if self.per_class is not None and self.per_class < 1:
+            p.append(f"{prefix}.per_class: must be >= 1 (or null for all images), got "
+                     f"{self.per_class}")
+        try:  # varcon.data.variants owns the rule (its message names data.rotations)
+            check_variants(self.rotations, self.channel_orders)
+        except ValueError as exc:
+            p.append(str(exc))
+        if self.channel_orders > 1 and self.augment == "simaugment" and _positive(
+                self.augment_params, "grayscale_p", 0.2):
+            p.append(f"{prefix}.channel_orders > 1 makes the channel order part of the label, "
+                     f"and grayscale erases it: set {prefix}.augment_params.grayscale_p=0")
+        # A horizontal flip of an image turned by 90 degrees is its mirror image turned by
+        # 270: with quarter turns as labels, flips make two classes of each image
+        # indistinguishable.
+        if self.rotations == 4 and _positive(self.augment_params, "hflip_p", 0.5):
+            p.append(f"{prefix}.rotations=4 makes the quarter turn part of the label, and a "
+                     "horizontal flip turns a 90-degree rotation into a 270-degree one (of the "
+                     f"mirror image): set {prefix}.augment_params.hflip_p=0, or use "
+                     f"{prefix}.rotations=2")
+        return p
 
 
 @dataclass
@@ -114,6 +243,28 @@ class ModelConfig:
     channels_last: bool = False
     compile: bool = False  # torch.compile the network
 
+    def problems(self, prefix: str = "model") -> list[str]:
+        """The head size, and ``kwargs`` against the encoder's factory (which the model
+        registry checks without building it)."""
+        from varcon.models.registry import check_model_kwargs
+
+        p: list[str] = []
+        if self.head_dim < 1:
+            p.append(f"{prefix}.head_dim: must be >= 1, got {self.head_dim}")
+        reserved = sorted({"in_channels", "image_size"} & set(self.kwargs))
+        if reserved:
+            p.append(f"{prefix}.kwargs: {reserved} are set from the data; remove them from "
+                     f"{prefix}.kwargs")
+        try:
+            check_model_kwargs(self.encoder,
+                               {k: v for k, v in self.kwargs.items() if k not in reserved})
+        except (TypeError, ValueError, ImportError) as exc:  # ImportError: timm/ without timm
+            p.append(f"{prefix}: {exc}")
+        if self.pretrained is not None and not self.pretrained.strip():
+            p.append(f"{prefix}.pretrained: give a weights file (.safetensors or a torch state "
+                     "dict) or null for random initialisation")
+        return p
+
 
 @dataclass
 class LossConfig:
@@ -122,16 +273,29 @@ class LossConfig:
     detach_centroids: bool = True
     # exact: DDP yields the exact gradient of the global-batch loss.
     # per_rank: the authors' multi-GPU behaviour, 1/W of it (W = world size).
-    gradient_scale: str = "exact"
+    gradient_scale: Literal["exact", "per_rank"] = "exact"
     # VarCon's centroids: batch (the batch's classes only, the paper) | ema (plus running
     # prototypes of every class seen so far: absent classes join the softmax as negatives)
-    prototypes: str = "batch"
+    prototypes: Literal["batch", "ema"] = "batch"
     momentum: float = 0.9  # ema: weight of the old prototype in each update, in [0, 1)
+
+    def problems(self, prefix: str = "loss") -> list[str]:
+        """The losses' own checks (:mod:`varcon.losses.functional`), naming the config keys
+        (``loss.prototypes=ema`` against the method: :meth:`Config.problems`)."""
+        from varcon.losses.functional import check_hyperparameters, check_momentum
+
+        p: list[str] = []
+        t, e = self.temperature, self.epsilon
+        if _delegate(p, f"{prefix}.temperature", "temperature",
+                     lambda: check_hyperparameters(t)):
+            _delegate(p, f"{prefix}.epsilon", "epsilon", lambda: check_hyperparameters(t, e))
+        _delegate(p, f"{prefix}.momentum", "momentum", lambda: check_momentum(self.momentum))
+        return p
 
 
 @dataclass
 class OptimConfig:
-    optimizer: str = "sgd"  # sgd | lars
+    optimizer: Literal["sgd", "lars"] = "sgd"
     lr: float = 0.5  # base learning rate for the global batch
     momentum: float = 0.9
     weight_decay: float = 1e-4
@@ -142,17 +306,42 @@ class OptimConfig:
     warmup_from: float = 0.01  # lr at the first warm-up step, as a fraction of lr
     min_lr_ratio: float = 0.001  # cosine decays to lr * min_lr_ratio
 
+    def problems(self, prefix: str = "optim") -> list[str]:
+        """Rates, batch, epochs and the warm-up (which must be shorter than training)."""
+        p: list[str] = []
+        if not self.lr > 0:
+            p.append(f"{prefix}.lr: must be > 0, got {self.lr}")
+        if self.weight_decay < 0:
+            p.append(f"{prefix}.weight_decay: must be >= 0, got {self.weight_decay}")
+        if not 0 <= self.momentum < 1:
+            p.append(f"{prefix}.momentum: must be in [0, 1), got {self.momentum}")
+        if self.batch_size < 1:
+            p.append(f"{prefix}.batch_size: must be >= 1, got {self.batch_size}")
+        if self.epochs < 1:
+            p.append(f"{prefix}.epochs: must be >= 1, got {self.epochs}")
+        w, n = self.warmup_epochs, self.epochs
+        if w < 0 or w >= n:
+            p.append(f"{prefix}.warmup_epochs: must be >= 0 and shorter than training "
+                     f"({prefix}.epochs = {n}), got {w}; set {prefix}.warmup_epochs="
+                     f"{_warmup_fix(w, n)} (or fewer) with {prefix}.epochs={n}")
+        if not 0 < self.warmup_from <= 1:
+            p.append(f"{prefix}.warmup_from: must be in (0, 1], got {self.warmup_from}")
+        if not 0 <= self.min_lr_ratio <= 1:
+            p.append(f"{prefix}.min_lr_ratio: must be in [0, 1], got {self.min_lr_ratio}")
+        return p
+
 
 @dataclass
 class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    amp: str = "auto"  # auto (bf16/fp16 on CUDA, off on CPU) | off | bf16 | fp16
+    amp: AmpMode = "auto"  # auto (bf16/fp16 on CUDA, off on CPU) | off | bf16 | fp16
     deterministic: bool = False
     save_every: int = 0  # keep checkpoints/epoch_<k>.pt every k epochs (0: only last.pt)
     tau2_every: int = 1  # write tau2/epoch_<k>.npy every k epochs (0: never)
     max_nonfinite_steps: int = 10  # consecutive skipped steps before training stops
     log_every: int = 10  # TensorBoard scalar every k steps
-    progress: str = "auto"  # auto (bar on a terminal, lines otherwise) | bar | lines | off
+    # auto (bar on a terminal, lines otherwise) | bar | lines | off
+    progress: Literal["auto", "bar", "lines", "off"] = "auto"
     overwrite: bool = False  # allow writing into an existing run directory
     max_steps_per_epoch: int = 0  # cap (for smoke tests); 0 = whole epoch
     # every k epochs: weighted kNN top-1 (first knn.k) of the test split against the training
@@ -164,6 +353,21 @@ class TrainConfig:
     # step in less activation memory (varcon.engine.micro_batch). 0: the whole batch at once.
     micro_batch: int = 0
 
+    def problems(self, prefix: str = "train") -> list[str]:
+        """Counts and intervals (``micro_batch`` against the batch: :meth:`Config.problems`)."""
+        p: list[str] = []
+        for key in ("save_every", "tau2_every", "log_every", "max_steps_per_epoch",
+                    "eval_every"):
+            if getattr(self, key) < 0:
+                p.append(f"{prefix}.{key}: must be >= 0, got {getattr(self, key)}")
+        if self.micro_batch < 0:
+            p.append(f"{prefix}.micro_batch: must be >= 0 (0: the whole batch at once), got "
+                     f"{self.micro_batch}")
+        if self.max_nonfinite_steps < 1:
+            p.append(f"{prefix}.max_nonfinite_steps: must be >= 1, got "
+                     f"{self.max_nonfinite_steps}")
+        return p
+
 
 @dataclass
 class LinearConfig:
@@ -173,8 +377,23 @@ class LinearConfig:
     momentum: float = 0.9
     weight_decay: float = 0.0
     warmup_epochs: int = 0
-    augment: str = "linear"  # training-split augmentation of the probe
+    augment: Augment = "linear"  # training-split augmentation of the probe
     run_after_pretrain: bool = True
+
+    def problems(self, prefix: str = "linear") -> list[str]:
+        """The probe's epochs, batch, rate and warm-up."""
+        p: list[str] = []
+        if self.epochs < 1:
+            p.append(f"{prefix}.epochs: must be >= 1, got {self.epochs}")
+        if self.batch_size < 1:
+            p.append(f"{prefix}.batch_size: must be >= 1, got {self.batch_size}")
+        if not self.lr > 0:
+            p.append(f"{prefix}.lr: must be > 0, got {self.lr}")
+        w, n = self.warmup_epochs, self.epochs
+        if w < 0 or w >= n:
+            p.append(f"{prefix}.warmup_epochs: must be >= 0 and < {prefix}.epochs ({n}), got "
+                     f"{w}; set {prefix}.warmup_epochs={_warmup_fix(w, n)} (or fewer)")
+        return p
 
 
 @dataclass
@@ -188,14 +407,44 @@ class FinetuneConfig:
     momentum: float = 0.9
     weight_decay: float = 1e-4
     warmup_epochs: int = 0
-    augment: str = "linear"  # training-split augmentation (the probe's by default)
+    augment: Augment = "linear"  # training-split augmentation (the probe's by default)
+
+    def problems(self, prefix: str = "finetune") -> list[str]:
+        """Epochs, batch, the two rates, momentum, weight decay and warm-up."""
+        p: list[str] = []
+        if self.epochs < 1:
+            p.append(f"{prefix}.epochs: must be >= 1, got {self.epochs}")
+        if self.batch_size < 1:
+            p.append(f"{prefix}.batch_size: must be >= 1, got {self.batch_size}")
+        if not self.lr > 0:
+            p.append(f"{prefix}.lr: must be > 0, got {self.lr}")
+        if not self.encoder_lr_scale > 0:
+            p.append(f"{prefix}.encoder_lr_scale: must be > 0 (the encoder's rate is "
+                     f"{prefix}.lr times it; for a frozen encoder use varcon linear), got "
+                     f"{self.encoder_lr_scale}")
+        if not 0 <= self.momentum < 1:
+            p.append(f"{prefix}.momentum: must be in [0, 1), got {self.momentum}")
+        if self.weight_decay < 0:
+            p.append(f"{prefix}.weight_decay: must be >= 0, got {self.weight_decay}")
+        w, n = self.warmup_epochs, self.epochs
+        if w < 0 or w >= n:
+            p.append(f"{prefix}.warmup_epochs: must be >= 0 and < {prefix}.epochs ({n}), "
+                     f"got {w}; set {prefix}.warmup_epochs={_warmup_fix(w, n)} (or fewer)")
+        return p
 
 
 @dataclass
 class EvalConfig:
-    features: str = "encoder"  # encoder | head (kNN, clustering, few-shot; the probe: encoder)
+    # encoder | head (kNN, clustering, few-shot; the probe: encoder)
+    features: Literal["encoder", "head"] = "encoder"
     cache_features: bool = False  # keep extracted features in <output>/features/ (float16)
     batch_size: int = 256  # feature extraction batch (global)
+
+    def problems(self, prefix: str = "eval") -> list[str]:
+        """The feature-extraction batch."""
+        if self.batch_size < 1:
+            return [f"{prefix}.batch_size: must be >= 1, got {self.batch_size}"]
+        return []
 
 
 @dataclass
@@ -204,15 +453,35 @@ class KnnConfig:
     k: list[int] = field(default_factory=lambda: [20, 200])  # one number or a list
     temperature: float = 0.1
 
+    def problems(self, prefix: str = "knn") -> list[str]:
+        """The neighbour counts and the vote temperature."""
+        p: list[str] = []
+        if not self.k or any(k < 1 for k in self.k):
+            p.append(f"{prefix}.k: give one or more integers >= 1, e.g. {prefix}.k=[20,200]; "
+                     f"got {self.k}")
+        if not self.temperature > 0:
+            p.append(f"{prefix}.temperature: must be > 0, got {self.temperature}")
+        return p
+
 
 @dataclass
 class ClusterConfig:
     enabled: bool = True  # run after pre-training
-    algorithms: list[str] = field(
+    algorithms: list[ClusterAlgorithm] = field(
         default_factory=lambda: ["kmeans", "agglomerative_ward", "agglomerative_average_cosine"]
     )
     max_samples: int = 10000  # class-balanced subsample above this (agglomerative is O(N^2))
     seed: int = 0
+
+    def problems(self, prefix: str = "cluster") -> list[str]:
+        """At least one algorithm (each a known one: checked by the parser), and a sample."""
+        p: list[str] = []
+        if not self.algorithms:
+            p.append(f"{prefix}.algorithms: choose from "
+                     f"{', '.join(typing.get_args(ClusterAlgorithm))}; got {self.algorithms}")
+        if self.max_samples < 2:
+            p.append(f"{prefix}.max_samples: must be >= 2, got {self.max_samples}")
+        return p
 
 
 @dataclass
@@ -221,10 +490,29 @@ class FewshotConfig:
     shots: list[int] = field(default_factory=lambda: [1, 5])
     n_query: int = 15
     episodes: int = 2000
-    classifiers: list[str] = field(default_factory=lambda: ["ncm", "logreg"])
+    classifiers: list[FewshotClassifier] = field(default_factory=lambda: ["ncm", "logreg"])
     center: bool = False  # SimpleShot's CL2N: subtract the mean feature, then L2-normalise
     classes: list[Any] | None = None  # episodes only from these classes (names or indices)
     seed: int = 0
+
+    def problems(self, prefix: str = "fewshot") -> list[str]:
+        """Episode sizes and counts, shots, and at least one classifier."""
+        p: list[str] = []
+        for key in ("n_way", "n_query", "episodes"):
+            if getattr(self, key) < 1:
+                p.append(f"{prefix}.{key}: must be >= 1, got {getattr(self, key)}")
+        if self.n_way < 2:
+            p.append(f"{prefix}.n_way: an episode needs >= 2 classes, got {self.n_way}")
+        if self.episodes < 2:
+            p.append(f"{prefix}.episodes: a confidence interval needs >= 2 episodes, got "
+                     f"{self.episodes}")
+        if not self.shots or any(k < 1 for k in self.shots):
+            p.append(f"{prefix}.shots: give one or more integers >= 1, e.g. [1,5]; got "
+                     f"{self.shots}")
+        if not self.classifiers:
+            p.append(f"{prefix}.classifiers: choose from "
+                     f"{', '.join(typing.get_args(FewshotClassifier))}; got {self.classifiers}")
+        return p
 
 
 @dataclass
@@ -235,11 +523,28 @@ class RobustnessConfig:
     max_images: int | None = None  # class-balanced subset of the test split per corruption
     seed: int = 0
 
+    def problems(self, prefix: str = "robustness") -> list[str]:
+        """Severities in 1..5 and the subset size."""
+        p: list[str] = []
+        if not self.severities or any(s not in (1, 2, 3, 4, 5) for s in self.severities):
+            p.append(f"{prefix}.severities: integers from 1 to 5, got {self.severities}")
+        if self.max_images is not None and self.max_images < 1:
+            p.append(f"{prefix}.max_images: must be >= 1 (or null), got {self.max_images}")
+        return p
+
+
+# Sections other packages add (an evaluation protocol's settings, say): name -> dataclass.
+_SECTIONS: Registry[type] = Registry("config section")
+
+
+def _registered_sections() -> dict[str, Any]:
+    return {name: cls() for name, cls in _SECTIONS.items()}
+
 
 @dataclass
 class Config:
     name: str = "run"
-    method: str = "varcon"  # varcon | supcon | ce
+    method: str = "varcon"  # a name from varcon.methods.method_names(): varcon | supcon | ce
     seed: int = 0
     output_dir: str | None = None  # default runs/<name>-<timestamp>
     resume: str | None = None  # run directory (or checkpoint file) to continue
@@ -255,13 +560,159 @@ class Config:
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     fewshot: FewshotConfig = field(default_factory=FewshotConfig)
     robustness: RobustnessConfig = field(default_factory=RobustnessConfig)
+    # the sections added with register_config_section, by name: cfg.<name>, cfg.section(name)
+    _sections: dict[str, Any] = field(default_factory=_registered_sections)
+
+    def section(self, name: str) -> Any:
+        """The section called ``name``: a built-in one (``"data"``, ``"optim"``, ...) or one
+        added with :func:`register_config_section` (its defaults if this config was built
+        before the section was registered)."""
+        if name in _SECTIONS:
+            if name not in self._sections:
+                self._sections[name] = _SECTIONS.get(name)()
+            return self._sections[name]
+        if name in _BUILTIN_SECTIONS:
+            return getattr(self, name)
+        raise KeyError(f"no config section {name!r}; sections: "
+                       f"{', '.join(config_sections())}")
+
+    if not typing.TYPE_CHECKING:  # type checkers keep flagging misspelt attributes
+
+        def __getattr__(self, name: str) -> Any:
+            if name in _SECTIONS:  # only reached for names that are not attributes
+                return self.section(name)
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+        def __setattr__(self, name: str, value: Any) -> None:
+            if name in _SECTIONS:
+                self._sections[name] = value
+            else:
+                object.__setattr__(self, name, value)
+
+    def problems(self) -> list[str]:
+        """Every impossible value: each section's own (its ``problems`` method), then the
+        rules between sections. Empty for a valid config."""
+        p: list[str] = []
+        for name in config_sections():
+            check = getattr(self.section(name), "problems", None)
+            if check is not None:
+                p.extend(check(name))
+        p.extend(self._cross_section_problems())
+        return p
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` listing every problem (:meth:`problems`), if any."""
+        problems = self.problems()
+        if problems:
+            raise ConfigError(problems)
+
+    def _cross_section_problems(self) -> list[str]:
+        """The rules that span sections: the method (a registered one, its views and its
+        own rules), the prototypes, the probe's augmentation, the batch composition."""
+        from varcon.methods import get_method, method_names
+
+        p: list[str] = []
+        d, o = self.data, self.optim
+        if self.method not in method_names():
+            p.append(f"method: must be one of {', '.join(method_names())}; got "
+                     f"{self.method!r}")
+        else:
+            spec = get_method(self.method)
+            if spec.multi_view and d.views == 1:
+                p.append(f"data.views: contrastive methods need >= 2 views (method="
+                         f"{self.method}), got {d.views}")
+            p.extend(spec.check(self))
+        if self.loss.prototypes == "ema" and self.method != "varcon":
+            p.append(f"loss.prototypes: 'ema' applies to method=varcon only (got method="
+                     f"{self.method}); set loss.prototypes=batch, or method=varcon")
+        if d.rotations == 4 and self.linear.augment != "eval":
+            p.append(f"data.rotations=4: the probe's training augmentation linear.augment="
+                     f"{self.linear.augment} flips images, which confuses 90- and 270-degree "
+                     "classes: set linear.augment=eval")
+        # the global batch against data.samples_per_class and train.micro_batch (the
+        # per-process batch and the class counts are checked when training starts)
+        batch, m, k = o.batch_size, d.samples_per_class, self.train.micro_batch
+        if d.sampler == "class_balanced" and m is not None and m >= 1 and batch >= 1 and (
+                batch % m):
+            p.append(f"data.samples_per_class={m} must divide optim.batch_size={batch} (each "
+                     f"batch holds batch_size / samples_per_class whole classes): use a batch "
+                     f"of {max(batch // m, 1) * m} or {-(-batch // m) * m}, or a divisor of "
+                     f"{batch}")
+        if k > batch >= 1:
+            p.append(f"train.micro_batch={k} is larger than the batch (optim.batch_size="
+                     f"{batch}): use a divisor of {batch}, or 0 for the whole batch at once")
+        elif k > 0 and batch >= 1 and batch % k:
+            p.append(f"train.micro_batch={k} must divide optim.batch_size={batch} (equal "
+                     f"chunks): use a divisor of {batch}, e.g. "
+                     f"{_largest_divisor_at_most(batch, k)}")
+        return p
+
+
+_BUILTIN_SECTIONS = tuple(f.name for f in dataclasses.fields(Config)
+                          if f.name != "_sections" and isinstance(f.default_factory, type))
+
+
+def _largest_divisor_at_most(n: int, k: int) -> int:
+    """The largest divisor of ``n`` that is <= ``k`` (searching 10,000 candidates; else 1)."""
+    return next((d for d in range(k, max(k - 10_000, 0), -1) if n % d == 0), 1)
+
+
+def validate_config(cfg: Config) -> None:
+    """Reject impossible values before any work starts, listing all problems
+    (:meth:`Config.validate`)."""
+    cfg.validate()
+
+
+def config_sections() -> tuple[str, ...]:
+    """The names of the config's sections: the built-in ones, then the registered ones."""
+    return _BUILTIN_SECTIONS + _SECTIONS.names()
+
+
+def register_config_section(name: str, cls: type, *, overwrite: bool = False) -> type:
+    """Add the dataclass ``cls`` as the top-level config section ``name``.
+
+    :class:`Config` then reads ``name.key=value`` overrides and a ``name:`` mapping in YAML
+    (each field typed and checked like the built-in ones, ``Literal`` choices included),
+    validates it with ``cls.problems(prefix)`` when the class defines that method, keeps it
+    in :func:`config_to_dict` (so ``config.yaml`` and checkpoints hold it) and returns it as
+    ``cfg.<name>`` or ``cfg.section(name)``. Every field needs a default.
+
+    Raises ``ValueError`` for a name that is not an identifier, or that clashes with a
+    field or method of :class:`Config` or with a section registered before (unless
+    ``overwrite``), and ``TypeError`` if ``cls`` is not a dataclass.
+    """
+    if not (isinstance(cls, type) and dataclasses.is_dataclass(cls)):
+        raise TypeError(f"config section {name!r}: expected a dataclass, got {cls!r}")
+    if not isinstance(name, str) or not name.isidentifier() or name.startswith("_"):
+        raise ValueError(f"a config section name must be an identifier not starting with '_', "
+                         f"got {name!r}")
+    if name in {f.name for f in dataclasses.fields(Config)} or hasattr(Config, name):
+        raise ValueError(f"config section {name!r} clashes with Config.{name}; choose "
+                         "another name")
+    try:
+        cls()
+    except TypeError as exc:
+        raise TypeError(f"config section {name!r}: every field of {cls.__name__} needs a "
+                        f"default ({exc})") from None
+    _field_types(cls)  # annotations must resolve
+    return _SECTIONS.register(name, cls, overwrite=overwrite)
+
+
+def unregister_config_section(name: str) -> None:
+    """Remove a section added with :func:`register_config_section` (tests, plugins)."""
+    _SECTIONS.unregister(name)
 
 
 # ----------------------------------------------------------------------------- parsing
 
 
 def _field_types(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
+    """The settable fields of ``cls`` and their types (for :class:`Config`: its sections,
+    the registered ones included)."""
+    types_ = {k: v for k, v in typing.get_type_hints(cls).items() if not k.startswith("_")}
+    if cls is Config:
+        types_.update(_SECTIONS.items())
+    return types_
 
 
 def _valid_keys(cls: type, prefix: str = "") -> list[str]:
@@ -282,7 +733,8 @@ def _unknown_key(key: str, cls: type, prefix: str) -> str:
 
 
 def _coerce(value: Any, tp: Any, key: str, problems: list[str]) -> Any:
-    """Check ``value`` against the annotation ``tp``; ints are accepted for floats."""
+    """Check ``value`` against the annotation ``tp``; ints are accepted for floats, and a
+    ``Literal[...]`` accepts only its choices."""
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(tp)
@@ -291,6 +743,14 @@ def _coerce(value: Any, tp: Any, key: str, problems: list[str]) -> Any:
         inner = [a for a in args if a is not type(None)]
         return _coerce(value, inner[0], key, problems)
     if tp is Any:
+        return value
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if isinstance(value, bool) and not any(isinstance(c, bool) for c in choices):
+            value = "on" if value else "off"  # YAML 1.1 reads a bare off/on as a boolean
+        if not any(value == c and type(value) is type(c) for c in choices):
+            problems.append(f"{key}: must be one of {', '.join(map(str, choices))}; got "
+                            f"{value!r}")
         return value
     if origin is list:
         (item_tp,) = typing.get_args(tp)
@@ -329,6 +789,8 @@ def _coerce(value: Any, tp: Any, key: str, problems: list[str]) -> Any:
 
 
 def _is_scalar(value: Any, tp: Any) -> bool:
+    if typing.get_origin(tp) is Literal:
+        return any(type(value) is type(c) for c in typing.get_args(tp))
     if tp is int:
         return isinstance(value, int) and not isinstance(value, bool)
     if tp is str:
@@ -356,7 +818,10 @@ def _build(cls: type, data: Any, prefix: str, problems: list[str]) -> Any:
             coerced = _coerce(value, tp, prefix + key, problems)
             if len(problems) == before:  # a mistyped value keeps the default, so that
                 kwargs[key] = coerced  # validation can still check everything else
-    return cls(**kwargs)
+    if cls is not Config:
+        return cls(**kwargs)
+    added = {k: kwargs.pop(k) for k in list(kwargs) if k in _SECTIONS}
+    return Config(**kwargs, _sections={**_registered_sections(), **added})
 
 
 def config_from_dict(data: dict[str, Any] | None, *, validate: bool = True) -> Config:
@@ -365,12 +830,9 @@ def config_from_dict(data: dict[str, Any] | None, *, validate: bool = True) -> C
     problems: list[str] = []
     cfg = _build(Config, data or {}, "", problems)
     if validate:
-        try:
-            validate_config(cfg)
-        except ConfigError as exc:
-            # Skip complaints about settings already reported as mistyped (they hold defaults).
-            bad = {p.split(":")[0].split("[")[0] for p in problems}
-            problems += [p for p in exc.problems if p.split(":")[0] not in bad]
+        # Skip complaints about settings already reported as mistyped (they hold defaults).
+        bad = {p.split(":")[0].split("[")[0] for p in problems}
+        problems += [p for p in cfg.problems() if p.split(":")[0] not in bad]
     if problems:
         raise ConfigError(problems)
     return cfg
@@ -378,8 +840,12 @@ def config_from_dict(data: dict[str, Any] | None, *, validate: bool = True) -> C
 
 def config_to_dict(cfg: Config) -> dict[str, Any]:
     """Plain nested dict (only str/int/float/bool/None/list/dict): YAML- and
-    ``weights_only``-safe."""
-    return dataclasses.asdict(cfg)
+    ``weights_only``-safe. Registered sections follow the built-in ones."""
+    data = dataclasses.asdict(cfg)
+    del data["_sections"]
+    for name in _SECTIONS.names():
+        data[name] = dataclasses.asdict(cfg.section(name))
+    return data
 
 
 class _Loader(yaml.SafeLoader):
@@ -479,255 +945,3 @@ def save_config(cfg: Config, path: str | Path) -> None:
     with open(path, "w", encoding="utf-8") as fh:
         yaml.safe_dump(config_to_dict(cfg), fh, sort_keys=False)
 
-
-# -------------------------------------------------------------------------- validation
-
-
-def _choice(problems: list[str], key: str, value: Any, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        problems.append(f"{key}: must be one of {', '.join(choices)}; got {value!r}")
-
-
-def validate_config(cfg: Config) -> None:
-    """Reject impossible values before any work starts, listing all problems."""
-    p: list[str] = []
-    _choice(p, "method", cfg.method, METHODS)
-    _choice(p, "data.dataset", cfg.data.dataset, DATASETS)
-    _choice(p, "data.augment", cfg.data.augment, AUGMENTS)
-    _choice(p, "linear.augment", cfg.linear.augment, AUGMENTS)
-    _choice(p, "data.cache", cfg.data.cache, ("auto", "memory", "none"))
-    _choice(p, "data.bad_files", cfg.data.bad_files, ("error", "skip"))
-    _choice(p, "data.stats", cfg.data.stats, ("default", "compute"))
-    _choice(p, "loss.gradient_scale", cfg.loss.gradient_scale, ("exact", "per_rank"))
-    _choice(p, "optim.optimizer", cfg.optim.optimizer, ("sgd", "lars"))
-    _choice(p, "train.amp", cfg.train.amp, AMP_MODES)
-    _choice(p, "train.progress", cfg.train.progress, ("auto", "bar", "lines", "off"))
-    if cfg.data.dataset in ("cifar10", "cifar100", "imagefolder") and not cfg.data.root:
-        p.append(f"data.root: required for dataset {cfg.data.dataset!r} (the folder holding it)")
-    if cfg.data.channels is not None and cfg.data.channels not in (1, 3):
-        p.append(f"data.channels: 1 (grayscale) or 3 (RGB), got {cfg.data.channels!r}")
-    elif cfg.data.channels is not None and cfg.data.dataset != "imagefolder":
-        own = 1 if cfg.data.dataset == "digits" else 3
-        if cfg.data.channels != own:
-            p.append(f"data.channels: {cfg.data.dataset} images have {own} channel(s); "
-                     "data.channels only chooses how imagefolder files are decoded")
-    if cfg.data.image_size is not None and cfg.data.image_size < 1:
-        p.append(f"data.image_size: must be >= 1, got {cfg.data.image_size}")
-    for key in ("mean", "std"):
-        values = getattr(cfg.data, key)
-        if values is not None and len(values) not in (1, 3):
-            p.append(f"data.{key}: give 1 or 3 numbers, got {values}")
-    if cfg.data.std is not None and any(s <= 0 for s in cfg.data.std):
-        p.append(f"data.std: must be > 0, got {cfg.data.std}")
-    if cfg.data.num_workers < 0:
-        p.append(f"data.num_workers: must be >= 0, got {cfg.data.num_workers}")
-    if cfg.data.views < 1 or (cfg.method != "ce" and cfg.data.views < 2):
-        p.append(f"data.views: contrastive methods need >= 2 views, got {cfg.data.views}")
-    if cfg.model.head_dim < 1:
-        p.append(f"model.head_dim: must be >= 1, got {cfg.model.head_dim}")
-    t, e = cfg.loss.temperature, cfg.loss.epsilon
-    if not t > 0:
-        p.append(f"loss.temperature: must be > 0, got {t}")
-    elif not 0 <= e < t:
-        p.append(f"loss.epsilon: must satisfy 0 <= epsilon < temperature ({t}), got {e}")
-    _validate_prototypes(p, cfg)
-    o = cfg.optim
-    if not o.lr > 0:
-        p.append(f"optim.lr: must be > 0, got {o.lr}")
-    if o.weight_decay < 0:
-        p.append(f"optim.weight_decay: must be >= 0, got {o.weight_decay}")
-    if not 0 <= o.momentum < 1:
-        p.append(f"optim.momentum: must be in [0, 1), got {o.momentum}")
-    if o.batch_size < 1:
-        p.append(f"optim.batch_size: must be >= 1, got {o.batch_size}")
-    if o.epochs < 1:
-        p.append(f"optim.epochs: must be >= 1, got {o.epochs}")
-    if o.warmup_epochs < 0 or o.warmup_epochs >= o.epochs:
-        fix = max(0, min(o.warmup_epochs, o.epochs - 1))
-        p.append(
-            f"optim.warmup_epochs: must be >= 0 and shorter than training "
-            f"(optim.epochs = {o.epochs}), got {o.warmup_epochs}; set "
-            f"optim.warmup_epochs={fix} (or fewer) with optim.epochs={o.epochs}"
-        )
-    if not 0 < o.warmup_from <= 1:
-        p.append(f"optim.warmup_from: must be in (0, 1], got {o.warmup_from}")
-    if not 0 <= o.min_lr_ratio <= 1:
-        p.append(f"optim.min_lr_ratio: must be in [0, 1], got {o.min_lr_ratio}")
-    tr = cfg.train
-    for key in ("save_every", "tau2_every", "log_every", "max_steps_per_epoch", "eval_every"):
-        if getattr(tr, key) < 0:
-            p.append(f"train.{key}: must be >= 0, got {getattr(tr, key)}")
-    _validate_batch_composition(p, cfg)
-    if tr.max_nonfinite_steps < 1:
-        p.append(f"train.max_nonfinite_steps: must be >= 1, got {tr.max_nonfinite_steps}")
-    li = cfg.linear
-    if li.epochs < 1:
-        p.append(f"linear.epochs: must be >= 1, got {li.epochs}")
-    if li.batch_size < 1:
-        p.append(f"linear.batch_size: must be >= 1, got {li.batch_size}")
-    if not li.lr > 0:
-        p.append(f"linear.lr: must be > 0, got {li.lr}")
-    if li.warmup_epochs < 0 or li.warmup_epochs >= li.epochs:
-        fix = max(0, min(li.warmup_epochs, li.epochs - 1))
-        p.append(f"linear.warmup_epochs: must be >= 0 and < linear.epochs ({li.epochs}), got "
-                 f"{li.warmup_epochs}; set linear.warmup_epochs={fix} (or fewer)")
-    _validate_finetune(p, cfg.finetune)
-    _validate_data_subsets(p, cfg.data)
-    if cfg.data.rotations == 4 and cfg.linear.augment != "eval":
-        p.append(f"data.rotations=4: the probe's training augmentation linear.augment="
-                 f"{cfg.linear.augment} flips images, which confuses 90- and 270-degree "
-                 "classes: set linear.augment=eval")
-    _validate_model_kwargs(p, cfg.model)
-    _validate_evaluation(p, cfg)
-    if p:
-        raise ConfigError(p)
-
-
-def _validate_prototypes(p: list[str], cfg: Config) -> None:
-    lo = cfg.loss
-    _choice(p, "loss.prototypes", lo.prototypes, ("batch", "ema"))
-    m = lo.momentum
-    if isinstance(m, bool) or not isinstance(m, (int, float)) or not 0 <= m < 1:
-        p.append(f"loss.momentum: must be a number in [0, 1) (the weight of the old prototype "
-                 f"in each update, e.g. 0.9), got {m!r}")
-    if lo.prototypes == "ema" and cfg.method != "varcon":
-        p.append(f"loss.prototypes: 'ema' applies to method=varcon only (got method="
-                 f"{cfg.method}); set loss.prototypes=batch, or method=varcon")
-
-
-def _validate_finetune(p: list[str], f: FinetuneConfig) -> None:
-    _choice(p, "finetune.augment", f.augment, AUGMENTS)
-    if f.epochs < 1:
-        p.append(f"finetune.epochs: must be >= 1, got {f.epochs}")
-    if f.batch_size < 1:
-        p.append(f"finetune.batch_size: must be >= 1, got {f.batch_size}")
-    if not f.lr > 0:
-        p.append(f"finetune.lr: must be > 0, got {f.lr}")
-    if not f.encoder_lr_scale > 0:
-        p.append(f"finetune.encoder_lr_scale: must be > 0 (the encoder's rate is finetune.lr "
-                 f"times it; for a frozen encoder use varcon linear), got {f.encoder_lr_scale}")
-    if not 0 <= f.momentum < 1:
-        p.append(f"finetune.momentum: must be in [0, 1), got {f.momentum}")
-    if f.weight_decay < 0:
-        p.append(f"finetune.weight_decay: must be >= 0, got {f.weight_decay}")
-    if f.warmup_epochs < 0 or f.warmup_epochs >= f.epochs:
-        fix = max(0, min(f.warmup_epochs, f.epochs - 1))
-        p.append(f"finetune.warmup_epochs: must be >= 0 and < finetune.epochs ({f.epochs}), "
-                 f"got {f.warmup_epochs}; set finetune.warmup_epochs={fix} (or fewer)")
-
-
-def _validate_data_subsets(p: list[str], d: DataConfig) -> None:
-    for key in ("classes", "exclude_classes"):
-        values = getattr(d, key)
-        if values is None:
-            continue
-        if not values:
-            p.append(f"data.{key}: give at least one class name or index, or null for all")
-        bad = [v for v in values if isinstance(v, bool) or not isinstance(v, (int, str))]
-        if bad:
-            p.append(f"data.{key}: entries must be class names or integer indices, got {bad}")
-    if d.classes and d.exclude_classes:
-        overlap = sorted({str(v) for v in d.classes} & {str(v) for v in d.exclude_classes})
-        if overlap:
-            p.append(f"data.classes and data.exclude_classes both name {overlap}")
-    if d.per_class is not None and d.per_class < 1:
-        p.append(f"data.per_class: must be >= 1 (or null for all images), got {d.per_class}")
-    from varcon.data.variants import check_variants
-
-    try:
-        check_variants(d.rotations, d.channel_orders)
-    except ValueError as exc:
-        p.append(str(exc))
-    if d.channel_orders > 1 and d.augment == "simaugment" and (
-            d.augment_params.get("grayscale_p", 0.2) > 0):
-        p.append("data.channel_orders > 1 makes the channel order part of the label, and "
-                 "grayscale erases it: set data.augment_params.grayscale_p=0")
-    # A horizontal flip of an image turned by 90 degrees is its mirror image turned by 270:
-    # with quarter turns as labels, flips make two classes of each image indistinguishable.
-    if d.rotations == 4 and d.augment_params.get("hflip_p", 0.5) > 0:
-        p.append("data.rotations=4 makes the quarter turn part of the label, and a horizontal "
-                 "flip turns a 90-degree rotation into a 270-degree one (of the mirror image): "
-                 "set data.augment_params.hflip_p=0, or use data.rotations=2")
-
-
-def _validate_batch_composition(p: list[str], cfg: Config) -> None:
-    """data.sampler / data.samples_per_class and train.micro_batch against the global batch
-    (the per-process batch and the class counts are checked when training starts)."""
-    d, batch, k = cfg.data, cfg.optim.batch_size, cfg.train.micro_batch
-    _choice(p, "data.sampler", d.sampler, ("random", "class_balanced"))
-    m = d.samples_per_class
-    if d.sampler == "class_balanced" and m is None:
-        p.append("data.sampler=class_balanced needs data.samples_per_class (images of each "
-                 "class per batch, e.g. data.samples_per_class=4)")
-    elif d.sampler == "random" and m is not None:
-        p.append(f"data.samples_per_class={m} is only used by the class-balanced sampler: set "
-                 "data.sampler=class_balanced, or remove data.samples_per_class")
-    elif m is not None and m < 1:
-        p.append(f"data.samples_per_class: must be >= 1, got {m}")
-    elif m is not None and batch >= 1 and batch % m:
-        p.append(f"data.samples_per_class={m} must divide optim.batch_size={batch} (each batch "
-                 f"holds batch_size / samples_per_class whole classes): use a batch of "
-                 f"{max(batch // m, 1) * m} or {-(-batch // m) * m}, or a divisor of {batch}")
-    if k < 0:
-        p.append(f"train.micro_batch: must be >= 0 (0: the whole batch at once), got {k}")
-    elif k > batch >= 1:
-        p.append(f"train.micro_batch={k} is larger than the batch (optim.batch_size={batch}): "
-                 f"use a divisor of {batch}, or 0 for the whole batch at once")
-    elif k and batch >= 1 and batch % k:
-        p.append(f"train.micro_batch={k} must divide optim.batch_size={batch} (equal chunks): "
-                 f"use a divisor of {batch}, e.g. {_largest_divisor_at_most(batch, k)}")
-
-
-def _largest_divisor_at_most(n: int, k: int) -> int:
-    """The largest divisor of ``n`` that is <= ``k`` (searching 10,000 candidates; else 1)."""
-    return next((d for d in range(k, max(k - 10_000, 0), -1) if n % d == 0), 1)
-
-
-def _validate_model_kwargs(p: list[str], m: ModelConfig) -> None:
-    reserved = sorted({"in_channels", "image_size"} & set(m.kwargs))
-    if reserved:
-        p.append(f"model.kwargs: {reserved} are set from the data; remove them from model.kwargs")
-    from varcon.models.registry import check_model_kwargs  # the registry knows the factories
-
-    try:
-        check_model_kwargs(m.encoder, {k: v for k, v in m.kwargs.items() if k not in reserved})
-    except (TypeError, ValueError, ImportError) as exc:  # ImportError: timm/ without timm
-        p.append(f"model: {exc}")
-    if m.pretrained is not None and not m.pretrained.strip():
-        p.append("model.pretrained: give a weights file (.safetensors or a torch state dict) "
-                 "or null for random initialisation")
-
-
-def _validate_evaluation(p: list[str], cfg: Config) -> None:
-    _choice(p, "eval.features", cfg.eval.features, ("encoder", "head"))
-    if cfg.eval.batch_size < 1:
-        p.append(f"eval.batch_size: must be >= 1, got {cfg.eval.batch_size}")
-    if not cfg.knn.k or any(k < 1 for k in cfg.knn.k):
-        p.append(f"knn.k: give one or more integers >= 1, e.g. knn.k=[20,200]; got {cfg.knn.k}")
-    if not cfg.knn.temperature > 0:
-        p.append(f"knn.temperature: must be > 0, got {cfg.knn.temperature}")
-    algorithms = ("kmeans", "agglomerative_ward", "agglomerative_average_cosine")
-    unknown = [a for a in cfg.cluster.algorithms if a not in algorithms]
-    if unknown or not cfg.cluster.algorithms:
-        p.append(f"cluster.algorithms: choose from {', '.join(algorithms)}; got "
-                 f"{cfg.cluster.algorithms}")
-    if cfg.cluster.max_samples < 2:
-        p.append(f"cluster.max_samples: must be >= 2, got {cfg.cluster.max_samples}")
-    f = cfg.fewshot
-    for key in ("n_way", "n_query", "episodes"):
-        if getattr(f, key) < 1:
-            p.append(f"fewshot.{key}: must be >= 1, got {getattr(f, key)}")
-    if f.n_way < 2:
-        p.append(f"fewshot.n_way: an episode needs >= 2 classes, got {f.n_way}")
-    if f.episodes < 2:
-        p.append(f"fewshot.episodes: a confidence interval needs >= 2 episodes, got {f.episodes}")
-    if not f.shots or any(k < 1 for k in f.shots):
-        p.append(f"fewshot.shots: give one or more integers >= 1, e.g. [1,5]; got {f.shots}")
-    unknown = [c for c in f.classifiers if c not in ("ncm", "logreg")]
-    if unknown or not f.classifiers:
-        p.append(f"fewshot.classifiers: choose from ncm, logreg; got {f.classifiers}")
-    r = cfg.robustness
-    if not r.severities or any(s not in (1, 2, 3, 4, 5) for s in r.severities):
-        p.append(f"robustness.severities: integers from 1 to 5, got {r.severities}")
-    if r.max_images is not None and r.max_images < 1:
-        p.append(f"robustness.max_images: must be >= 1 (or null), got {r.max_images}")

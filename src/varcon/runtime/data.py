@@ -43,8 +43,9 @@ def build_split(cfg: Config, split: str, ctx: DistContext | None = None) -> Any:
         dataset = build_dataset(
             d.dataset, d.root, split, download=d.download, image_size=d.image_size,
             cache=d.cache, cache_dir=d.cache_dir, bad_files=d.bad_files, channels=d.channels,
-            # normalisation statistics always come from the training split
-            stats=d.stats if split == "train" and d.dataset == "imagefolder" else "default",
+            # normalisation statistics always come from the training split (datasets with
+            # fixed statistics, e.g. digits and CIFAR, ignore data.stats)
+            stats=d.stats if split == "train" else "default",
         )
         dataset = select_classes(dataset, d.classes, d.exclude_classes)
         if split == "train" and d.per_class is not None:
@@ -89,7 +90,7 @@ def build_train_sampler(
     rank, world = (ctx.rank, ctx.world_size) if ctx is not None else (0, 1)
     per_process = cfg.optim.batch_size // world
     if cfg.data.sampler == "class_balanced":
-        assert cfg.data.samples_per_class is not None  # validate_config requires it
+        assert cfg.data.samples_per_class is not None  # DataConfig.problems requires it
         targets = getattr(dataset, "targets", None)
         if targets is None:
             raise ValueError(
