@@ -28,7 +28,7 @@ from sklearn.preprocessing import StandardScaler
 import varcon
 from varcon.engine.pretrain import pretrain
 from varcon.evaluation.embed import embed_images, read_embeddings
-from varcon.models import export_encoder
+from varcon.export import export_encoder
 from varcon.runtime.config import load_config
 
 EPOCHS = 4  # the quickstart trains 40; a few already separate the digits well

@@ -19,7 +19,7 @@ from clitools import assert_clean_error, run_cli
 from datagen import write_image_folder
 from varcon.cli.main import main
 from varcon.evaluation.embed import read_embeddings
-from varcon.models import load_encoder
+from varcon.runtime.checkpoint import load_encoder
 
 RUN_ARGS = ["optim.epochs=1", "optim.warmup_epochs=0", "optim.batch_size=64",
             "train.max_steps_per_epoch=2", "train.progress=off", "train.tau2_every=0",

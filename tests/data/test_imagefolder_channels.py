@@ -173,7 +173,7 @@ def test_pretrain_and_evaluate_on_a_grayscale_tree(tmp_path, capsys):
     """``data.channels=1`` trains a 1-channel encoder on a tree of grey files; evaluation
     reads the tree with the encoder's channels without being told."""
     from clitools import read_json, run_cli
-    from varcon.models import load_network
+    from varcon.runtime.checkpoint import load_network
 
     root = write_image_folder(tmp_path / "tree", classes=("a", "b"), per_class=8,
                               size=(8, 8), mode="L")

@@ -10,11 +10,11 @@ import pytest
 import torch
 from torch import nn
 
-import varcon.engine.pretrain as pretrain_mod
+import varcon.engine.state as state_mod
 from varcon.data.sampling import ClassBalancedBatchSampler, EpochBatchSampler
 from varcon.engine.pretrain import pretrain
-from varcon.models import load_checkpoint
 from varcon.models import registry as registry_mod
+from varcon.runtime.checkpoint import load_checkpoint
 from varcon.runtime.config import Config, ConfigError, apply_overrides, config_from_dict, read_yaml
 from varcon.runtime.config import resolve_config_path as _resolve
 from varcon.runtime.data import build_train_data, build_train_sampler
@@ -36,7 +36,7 @@ def record_loss_inputs(monkeypatch: pytest.MonkeyPatch,
                        nan_at: frozenset[int] = frozenset()) -> list[torch.Tensor]:
     """Wrap the training loss: log the labels of every call (and return NaN at ``nan_at``)."""
     seen: list[torch.Tensor] = []
-    real = pretrain_mod.build_loss
+    real = state_mod.build_loss
 
     class Spy(nn.Module):
         def __init__(self, inner: nn.Module) -> None:
@@ -50,7 +50,7 @@ def record_loss_inputs(monkeypatch: pytest.MonkeyPatch,
                 return (out[0] * float("nan"), *out[1:]) if isinstance(out, tuple) else out * 0 / 0
             return out
 
-    monkeypatch.setattr(pretrain_mod, "build_loss", lambda cfg, n: Spy(real(cfg, n)))
+    monkeypatch.setattr(state_mod, "build_loss", lambda cfg, n: Spy(real(cfg, n)))
     return seen
 
 

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 import varcon.engine.pretrain as pretrain_mod
+import varcon.engine.state as state_mod
 from varcon.runtime.config import (
     apply_overrides,
     config_from_dict,
@@ -28,11 +29,12 @@ SCRIPT = textwrap.dedent(
     import os, sys
     import torch
     import varcon.engine.pretrain as P
+    import varcon.engine.state as S
     from varcon.runtime.config import apply_overrides, config_from_dict, read_yaml
     from varcon.runtime.config import resolve_config_path
 
     built, labels = [], []
-    original_net, original_loss = P.build_network_from_spec, P.build_loss
+    original_net, original_loss = S.build_network_from_spec, S.build_loss
 
     def capture(spec):
         net = original_net(spec)
@@ -48,8 +50,8 @@ SCRIPT = textwrap.dedent(
             labels.append(y.cpu())  # this rank's rows
             return self.inner(outputs, y, **kw)
 
-    P.build_network_from_spec = capture
-    P.build_loss = lambda cfg, n: Spy(original_loss(cfg, n))
+    S.build_network_from_spec = capture
+    S.build_loss = lambda cfg, n: Spy(original_loss(cfg, n))
     out = sys.argv[1]
     cfg = config_from_dict(apply_overrides(read_yaml(resolve_config_path("digits")), sys.argv[2:]))
     P.pretrain(cfg)
@@ -86,7 +88,7 @@ def test_two_processes_keep_the_global_batches_balanced_and_match_one(tmp_path, 
     # One process, same config: record its global batches and keep its network.
     single_labels: list[torch.Tensor] = []
     nets: list[nn.Module] = []
-    real_loss, real_net = pretrain_mod.build_loss, pretrain_mod.build_network_from_spec
+    real_loss, real_net = state_mod.build_loss, state_mod.build_network_from_spec
 
     class Spy(nn.Module):
         def __init__(self, inner: nn.Module) -> None:
@@ -97,8 +99,8 @@ def test_two_processes_keep_the_global_batches_balanced_and_match_one(tmp_path, 
             single_labels.append(y.cpu())
             return self.inner(outputs, y, **kw)
 
-    monkeypatch.setattr(pretrain_mod, "build_loss", lambda cfg, n: Spy(real_loss(cfg, n)))
-    monkeypatch.setattr(pretrain_mod, "build_network_from_spec",
+    monkeypatch.setattr(state_mod, "build_loss", lambda cfg, n: Spy(real_loss(cfg, n)))
+    monkeypatch.setattr(state_mod, "build_network_from_spec",
                         lambda spec: nets.append(real_net(spec)) or nets[-1])
     data = read_yaml(resolve_config_path("digits"))
     pretrain_mod.pretrain(config_from_dict(apply_overrides(

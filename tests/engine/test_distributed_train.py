@@ -15,18 +15,19 @@ SCRIPT = textwrap.dedent(
     import os, sys
     import torch
     import varcon.engine.pretrain as P
+    import varcon.engine.state as S
     from varcon.runtime.config import apply_overrides, config_from_dict, read_yaml
     from varcon.runtime.config import resolve_config_path
 
     built = []
-    original = P.build_network_from_spec
+    original = S.build_network_from_spec
 
     def capture(spec):
         net = original(spec)
         built.append(net)
         return net
 
-    P.build_network_from_spec = capture  # keep a handle on each rank's network
+    S.build_network_from_spec = capture  # keep a handle on each rank's network
     out = sys.argv[1]
     data = read_yaml(resolve_config_path("digits"))
     cfg = config_from_dict(apply_overrides(data, sys.argv[2:]))

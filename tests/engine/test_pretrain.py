@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from varcon.engine.pretrain import pretrain
-from varcon.models import load_checkpoint
+from varcon.runtime.checkpoint import load_checkpoint
 from varcon.runtime.config import ConfigError, apply_overrides, config_from_dict, read_yaml
 from varcon.runtime.config import resolve_config_path as _resolve
 

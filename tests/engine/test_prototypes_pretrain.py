@@ -8,7 +8,7 @@ import torch
 
 from varcon.engine.pretrain import pretrain
 from varcon.losses import VarConLoss
-from varcon.models import load_checkpoint
+from varcon.runtime.checkpoint import load_checkpoint
 from varcon.runtime.config import ConfigError, apply_overrides, config_from_dict, read_yaml
 from varcon.runtime.config import resolve_config_path as _resolve
 
@@ -100,9 +100,9 @@ def test_bad_prototype_settings_rejected_before_work(tmp_path, overrides, match)
 def test_a_skipped_step_leaves_the_prototypes_as_they_were(tmp_path, monkeypatch):
     """A non-finite loss skips the step; the prototypes its batch updated are restored, as
     the BatchNorm running statistics are."""
-    import varcon.engine.pretrain as pretrain_mod
+    import varcon.engine.state as state_mod
 
-    real = pretrain_mod.build_loss
+    real = state_mod.build_loss
     before_call: list[torch.Tensor] = []
 
     class NaNAtFourthCall(torch.nn.Module):
@@ -117,7 +117,7 @@ def test_a_skipped_step_leaves_the_prototypes_as_they_were(tmp_path, monkeypatch
                 loss = loss * float("nan")
             return loss, stats
 
-    monkeypatch.setattr(pretrain_mod, "build_loss", lambda cfg, n: NaNAtFourthCall(real(cfg, n)))
+    monkeypatch.setattr(state_mod, "build_loss", lambda cfg, n: NaNAtFourthCall(real(cfg, n)))
     pretrain(digits_config(tmp_path, "loss.prototypes=ema"))
     assert len(before_call) == 10
     assert not torch.equal(before_call[2], before_call[3])  # a good step updates them

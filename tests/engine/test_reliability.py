@@ -17,11 +17,12 @@ import pytest
 import torch
 from torch import nn
 
-import varcon.engine.pretrain as pretrain_mod
-import varcon.engine.rundir as rundir_mod
+import varcon.engine.state as state_mod
+import varcon.runtime.checkpoint.layout as rundir_mod
 from varcon.cli.main import main
 from varcon.engine.pretrain import TrainingDiverged, TrainingInterrupted, pretrain
-from varcon.models import load_checkpoint
+from varcon.engine.signals import StopOnSignal
+from varcon.runtime.checkpoint import load_checkpoint
 from varcon.runtime.config import Config, apply_overrides, config_from_dict, read_yaml
 from varcon.runtime.config import resolve_config_path as _resolve
 
@@ -52,7 +53,7 @@ def on_loss_call(monkeypatch: pytest.MonkeyPatch,
     """Wrap the training loss: ``action(call_index, loss)`` may replace the loss (e.g. by
     NaN) or do something else at that step (send a signal). Returns the call log."""
     calls: list[int] = []
-    real = pretrain_mod.build_loss
+    real = state_mod.build_loss
 
     class Wrapped(nn.Module):
         def __init__(self, inner: nn.Module) -> None:
@@ -67,7 +68,7 @@ def on_loss_call(monkeypatch: pytest.MonkeyPatch,
                 return (action(i, out[0]), *out[1:])
             return action(i, out)
 
-    monkeypatch.setattr(pretrain_mod, "build_loss", lambda cfg, n: Wrapped(real(cfg, n)))
+    monkeypatch.setattr(state_mod, "build_loss", lambda cfg, n: Wrapped(real(cfg, n)))
     return calls
 
 
@@ -102,7 +103,7 @@ def test_signal_saves_at_step_boundary_and_resume_is_exact(tmp_path, monkeypatch
     state = load_checkpoint(tmp_path / "run")
     assert (state["epoch"], state["step_in_epoch"]) == (1, 3)
     # the previous handler is back (pytest's own SIGINT handling keeps working)
-    assert signal.getsignal(sig) is not pretrain_mod._StopFlag._handle
+    assert not isinstance(getattr(signal.getsignal(sig), "__self__", None), StopOnSignal)
     monkeypatch.undo()
 
     cfg.resume = str(tmp_path / "run")
@@ -159,7 +160,7 @@ def test_nonfinite_steps_are_skipped_and_counted(tmp_path, monkeypatch, capsys):
 def test_skipped_step_leaves_batchnorm_statistics_intact(tmp_path, monkeypatch):
     """NaN produced inside the network (e.g. corrupt input) must not reach the BatchNorm
     running statistics through a skipped step."""
-    real = pretrain_mod.build_network_from_spec
+    real = state_mod.build_network_from_spec
     calls = [0]
 
     def poison(module: nn.Module, args: tuple[torch.Tensor, ...]) -> Any:
@@ -173,7 +174,7 @@ def test_skipped_step_leaves_batchnorm_statistics_intact(tmp_path, monkeypatch):
         net.register_forward_pre_hook(poison)
         return net
 
-    monkeypatch.setattr(pretrain_mod, "build_network_from_spec", build)
+    monkeypatch.setattr(state_mod, "build_network_from_spec", build)
     pretrain(digits_config(tmp_path, "optim.epochs=2"))
     assert [r["skipped_steps"] for r in records(tmp_path / "run")] == [2, 0]
     state = load_checkpoint(tmp_path / "run")["model"]

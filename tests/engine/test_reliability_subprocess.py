@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from varcon.models import load_checkpoint
+from varcon.runtime.checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.slow
 

@@ -33,7 +33,8 @@ from varcon.evaluation.embed import (
     read_embeddings,
 )
 from varcon.evaluation.session import EvalSession
-from varcon.models import export_encoder, load_encoder, load_network
+from varcon.export import export_encoder
+from varcon.runtime.checkpoint import load_encoder, load_network
 from varcon.runtime.distributed import DistContext
 
 QUIET = ["train.progress=off"]

@@ -26,7 +26,7 @@ from varcon.data import build_dataset
 from varcon.evaluation.corruptions import CORRUPTIONS, EXTRA_CORRUPTIONS
 from varcon.evaluation.linear import load_probe
 from varcon.evaluation.robustness import corruption_errors, read_baseline
-from varcon.models import load_checkpoint, load_encoder
+from varcon.runtime.checkpoint import load_checkpoint, load_encoder
 
 N_TEST = 20
 RUN_ARGS = [

@@ -22,9 +22,9 @@ from varcon.evaluation.session import (
     EvalSession,
     compact_float,
     dataset_label,
-    default_output_dir,
     eval_session,
 )
+from varcon.runtime.checkpoint import eval_dir_of
 from varcon.runtime.config import config_from_dict
 
 RUN_ARGS = [
@@ -214,12 +214,12 @@ def test_compact_float_keeps_values_that_float16_cannot_hold():
     assert compact_float(np.zeros((0, 4), np.float32)).dtype == np.float16
 
 
-def test_default_output_dir(tmp_path):
+def test_eval_dir_of(tmp_path):
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)
-    assert default_output_dir(run) == run / "eval"
-    assert default_output_dir(run / "checkpoints" / "last.pt") == run / "eval"
-    assert default_output_dir(tmp_path / "model.pt") == tmp_path / "eval"
+    assert eval_dir_of(run) == run / "eval"
+    assert eval_dir_of(run / "checkpoints" / "last.pt") == run / "eval"
+    assert eval_dir_of(tmp_path / "model.pt") == tmp_path / "eval"
 
 
 def test_dataset_label():

@@ -19,14 +19,13 @@ from torch import nn
 
 import varcon
 from varcon.cli.main import main
-from varcon.models import (
+from varcon.models import build_network_from_spec, network_spec
+from varcon.runtime.checkpoint import (
     CheckpointError,
-    build_network_from_spec,
     find_checkpoint,
     load_checkpoint,
     load_encoder,
     load_network,
-    network_spec,
 )
 
 RUN_ARGS = ["optim.epochs=1", "optim.warmup_epochs=0", "optim.batch_size=64",

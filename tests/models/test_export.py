@@ -1,4 +1,4 @@
-"""Exported encoders (``varcon.models.export``): a checkpoint's encoder (and head) as
+"""Exported encoders (``varcon.export``): a checkpoint's encoder (and head) as
 safetensors + JSON rebuilds bit for bit through ``varcon.load_encoder``, with its
 preprocessing as ``encoder.transform``; ``--format torchvision`` gives a state dict whose
 ``load_state_dict(strict=False)`` on torchvision's ResNet reports exactly the documented
@@ -24,15 +24,10 @@ from torch import nn
 import varcon
 from ckpttools import write_checkpoint
 from varcon.data import CIFAR10_MEAN, CIFAR10_STD, EvalTransform
-from varcon.models import (
-    CheckpointError,
-    export_encoder,
-    load_encoder,
-    load_network,
-    load_trained,
-    register_model,
-)
-from varcon.models.export import (
+from varcon.export import export_encoder
+from varcon.models import register_model
+from varcon.runtime.checkpoint import CheckpointError, load_encoder, load_network, load_trained
+from varcon.runtime.checkpoint.trained import (
     ENCODER_FILE,
     EXPORT_FORMAT_VERSION,
     HEAD_FILE,

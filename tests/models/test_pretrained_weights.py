@@ -9,8 +9,8 @@ import torch
 from safetensors.torch import save_file
 
 from varcon.engine.pretrain import pretrain
-from varcon.models import PretrainedWeightsError, create_model, load_encoder, load_encoder_weights
-from varcon.models.checkpoint import load_checkpoint
+from varcon.models import PretrainedWeightsError, create_model, load_encoder_weights
+from varcon.runtime.checkpoint import load_checkpoint, load_encoder
 from varcon.runtime.config import apply_overrides, config_from_dict, read_yaml
 from varcon.runtime.config import resolve_config_path as _resolve
 

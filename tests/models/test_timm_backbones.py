@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from varcon.losses import VarConLoss
-from varcon.models import build_network, create_model, load_encoder, load_network
-from varcon.models.checkpoint import load_checkpoint
+from varcon.models import build_network, create_model
+from varcon.runtime.checkpoint import load_checkpoint, load_encoder, load_network
 from varcon.runtime.config import ConfigError, config_from_dict
 
 timm = pytest.importorskip("timm")

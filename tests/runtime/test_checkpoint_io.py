@@ -6,8 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from varcon.models import CheckpointError, load_checkpoint
-from varcon.runtime.checkpoint import atomic_save, capture_rng_state, restore_rng_state
+from varcon.runtime.checkpoint import (
+    CheckpointError,
+    atomic_save,
+    capture_rng_state,
+    load_checkpoint,
+    restore_rng_state,
+)
 
 
 def _ckpt(**extra):

@@ -115,15 +115,15 @@ def _print_summary(summary: dict) -> None:
 
 def _pretrain(args: argparse.Namespace) -> int:
     from varcon.engine.pretrain import pretrain
-    from varcon.engine.rundir import resume_dir
     from varcon.runtime import config as C
+    from varcon.runtime.checkpoint import run_dir_of
 
     overrides = list(args.overrides)
     if args.resume:
         if args.config:
             raise C.ConfigError(["--resume continues a run with its own config.yaml; "
                                  "drop --config (overrides are still applied)"])
-        run_dir = resume_dir(args.resume)
+        run_dir = run_dir_of(args.resume)
         config_file = run_dir / "config.yaml"
         if not config_file.is_file():
             raise C.ConfigError([f"--resume {args.resume}: no config.yaml in {run_dir}"])
@@ -217,7 +217,7 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from varcon.models import export_encoder
+    from varcon.export import export_encoder
 
     out = export_encoder(args.checkpoint, args.output, head=args.head, format=args.format,
                          overwrite=args.overwrite)

@@ -51,7 +51,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from varcon._atomic import atomic_path
 from varcon.data import ImageFileDataset, decode_image_file
 from varcon.data.subsets import ClassSubset
-from varcon.models import load_trained
+from varcon.runtime.checkpoint import load_trained
 from varcon.runtime.config import Config, apply_overrides, config_from_dict
 from varcon.runtime.data import build_split
 from varcon.runtime.distributed import (

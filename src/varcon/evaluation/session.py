@@ -27,28 +27,19 @@ import torch.distributed as dist
 
 from varcon._atomic import atomic_path
 from varcon.data import TransformedDataset, build_transform
-from varcon.models import CheckpointError, Network, find_checkpoint, load_network
+from varcon.models import Network
+from varcon.runtime.backend import autocast_dtype
+from varcon.runtime.checkpoint import CheckpointError, eval_dir_of, find_checkpoint, load_network
 from varcon.runtime.config import Config, apply_overrides, config_from_dict
 from varcon.runtime.data import RunData, build_split, build_train_data
 from varcon.runtime.distributed import DistContext, barrier, setup_distributed, teardown
 
 from .features import extract_features
 
-__all__ = ["EvalSession", "compact_float", "dataset_label", "default_output_dir", "eval_session"]
+__all__ = ["EvalSession", "compact_float", "dataset_label", "eval_session"]
 
 # Spec entries that define the encoder: an override may change the data, never these.
 _ARCHITECTURE_KEYS = ("method", "encoder", "encoder_kwargs", "head_dim", "head_hidden")
-
-
-def default_output_dir(checkpoint: str | Path) -> Path:
-    """``RUN_DIR/eval`` for a run directory or ``RUN_DIR/checkpoints/<file>.pt``; otherwise
-    ``<folder of the checkpoint>/eval``."""
-    path = Path(checkpoint)
-    if path.is_dir():
-        return path / "eval"
-    if path.parent.name == "checkpoints":
-        return path.parent.parent / "eval"
-    return path.parent / "eval"
 
 
 @dataclass
@@ -124,7 +115,7 @@ class EvalSession:
         std = tuple(spec.get("std") or data.std)
         data = RunData(data.dataset, data.info, int(spec["image_size"]), mean, std,
                        data.train_transform)
-        out = Path(output_dir) if output_dir else default_output_dir(checkpoint)
+        out = Path(output_dir) if output_dir else eval_dir_of(checkpoint)
         return cls(cfg=cfg, net=net, ctx=ctx, data=data, out_dir=out, checkpoint=str(path),
                    source=_source(config_from_dict(base)))
 
@@ -217,7 +208,7 @@ class EvalSession:
         total = (len(shard) + batch - 1) // batch
         feats, labels = extract_features(
             self.encode_fn(kind), _progress(loader, total, desc, self.cfg, ctx, progress),
-            device=ctx.device, amp_dtype=_amp_dtype(self.cfg, ctx.device),
+            device=ctx.device, amp_dtype=autocast_dtype(self.cfg.train.amp, ctx.device),
         ) if len(shard) else (torch.zeros(0, 0), torch.zeros(0, dtype=torch.long))
         if ctx.distributed:
             feats, labels = _gather_strided(ctx, feats, labels, len(dataset))
@@ -288,15 +279,6 @@ def _source(cfg: Config) -> dict[str, Any]:
     d = cfg.data
     return {"dataset": dataset_label(cfg), "name": d.dataset, "root": d.root,
             "classes": d.classes, "exclude_classes": d.exclude_classes}
-
-
-def _amp_dtype(cfg: Config, device: torch.device) -> torch.dtype | None:
-    """bf16 autocast for extraction on CUDA unless ``train.amp=off`` (fp16 where asked)."""
-    if device.type != "cuda" or cfg.train.amp == "off":
-        return None
-    if cfg.train.amp == "fp16" or not torch.cuda.is_bf16_supported():
-        return torch.float16
-    return torch.bfloat16
 
 
 def _progress(loader: Any, total: int, desc: str, cfg: Config, ctx: DistContext,

@@ -1,18 +1,26 @@
-"""Encoder + head network and the builder used by training."""
+"""Encoder + head network, the builder used by training, and its spec (plain data).
+
+A checkpoint's ``"network"`` entry is a *spec*: the plain-data arguments that rebuild the
+architecture (:func:`network_spec`, :func:`build_network_from_spec`), so evaluation never
+needs the training config or the training loop. Which head a method needs comes from the
+method registry (:mod:`varcon.methods`): a projection head or a linear classifier.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import nn
 
+from varcon.methods import get_method
+
 from .heads import ProjectionHead
 from .registry import create_model
 
-__all__ = ["METHODS", "Network", "build_head", "build_network"]
-
-METHODS = ("varcon", "supcon", "ce")
+__all__ = ["Network", "build_head", "build_network", "build_network_from_spec",
+           "network_spec"]
 
 
 class Network(nn.Module):
@@ -51,12 +59,12 @@ def build_network(
 ) -> Network:
     """Encoder ``create_model(encoder_name, ...)`` plus the method's head.
 
-    ``"varcon"``/``"supcon"``: ``ProjectionHead(enc.out_dim, head_hidden, head_dim)`` (unit-norm
-    ``[N, head_dim]``); ``"ce"``: ``nn.Linear(enc.out_dim, num_classes)`` (logits
+    Methods with a projection head (``"varcon"``, ``"supcon"``):
+    ``ProjectionHead(enc.out_dim, head_hidden, head_dim)`` (unit-norm ``[N, head_dim]``);
+    with a classifier head (``"ce"``): ``nn.Linear(enc.out_dim, num_classes)`` (logits
     ``[N, num_classes]``). Unknown ``method`` raises ``ValueError``.
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; expected one of {list(METHODS)}")
+    get_method(method)  # an unknown method fails before the encoder is built
     if int(num_classes) < 1:
         raise ValueError(f"num_classes must be >= 1, got {num_classes}")
     encoder = create_model(
@@ -71,8 +79,55 @@ def build_head(
     head_hidden: int | None = None,
 ) -> nn.Module:
     """The method's head on ``[N, in_dim]`` encoder features (see :func:`build_network`)."""
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; expected one of {list(METHODS)}")
-    if method == "ce":
+    if get_method(method).head == "classifier":
         return nn.Linear(int(in_dim), int(num_classes))
     return ProjectionHead(int(in_dim), head_hidden, head_dim)
+
+
+def network_spec(
+    method: str,
+    encoder: str,
+    *,
+    num_classes: int,
+    in_channels: int,
+    image_size: int,
+    head_dim: int = 128,
+    head_hidden: int | None = None,
+    encoder_kwargs: Mapping[str, Any] | None = None,
+    mean: tuple[float, ...] | list[float] | None = None,
+    std: tuple[float, ...] | list[float] | None = None,
+) -> dict[str, Any]:
+    """Plain data that rebuilds a network with :func:`build_network_from_spec`.
+
+    ``mean``/``std`` (per channel, [0, 1] units) record the input normalisation the encoder
+    was trained with, so evaluation on other data feeds it what it expects.
+    """
+    return {
+        "method": method,
+        "encoder": encoder,
+        "num_classes": int(num_classes),
+        "in_channels": int(in_channels),
+        "image_size": int(image_size),
+        "head_dim": int(head_dim),
+        "head_hidden": head_hidden,
+        "encoder_kwargs": dict(encoder_kwargs or {}),
+        "mean": None if mean is None else [float(v) for v in mean],
+        "std": None if std is None else [float(v) for v in std],
+    }
+
+
+def build_network_from_spec(spec: Mapping[str, Any]) -> Network:
+    """A randomly initialised :class:`Network` with the architecture ``spec`` describes.
+
+    Specs of checkpoints written before ``encoder_kwargs`` existed rebuild with none.
+    """
+    return build_network(
+        spec["method"],
+        spec["encoder"],
+        num_classes=spec["num_classes"],
+        in_channels=spec["in_channels"],
+        image_size=spec["image_size"],
+        head_dim=spec["head_dim"],
+        head_hidden=spec["head_hidden"],
+        **dict(spec.get("encoder_kwargs") or {}),
+    )

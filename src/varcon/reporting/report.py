@@ -85,7 +85,7 @@ def checkpoint_folder(run: Run) -> Path:
     the folder it was trained in (``output_dir`` of its config) when that differs; else its own.
     """
     # the models' own lookup rule, so the report and the evaluation commands agree on it
-    from varcon.models.checkpoint import CheckpointError, find_checkpoint
+    from varcon.runtime.checkpoint import CheckpointError, find_checkpoint
 
     try:
         find_checkpoint(run.path)

@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from varcon._atomic import atomic_write_text
+
 __all__ = ["Progress", "RunLogger"]
 
 
@@ -45,6 +47,18 @@ class RunLogger:
                 if isinstance(value, (int, float)) and key != "epoch" and value is not None:
                     self.tb.add_scalar(f"epoch/{key}", value, step)
             self.tb.flush()
+
+    def keep_epochs_up_to(self, epoch: int) -> None:
+        """Keep only the records of epochs 1..``epoch`` in metrics.jsonl: the later ones (a
+        crash between logging an epoch and checkpointing it) are about to be trained again
+        by a resumed run."""
+        if self.path is None or not self.path.is_file():
+            return
+        lines = self.path.read_text(encoding="utf-8").splitlines(keepends=True)
+        kept = [line for line in lines
+                if line.strip() and json.loads(line).get("epoch", 0) <= epoch]
+        if len(kept) != len(lines):
+            atomic_write_text(self.path, "".join(kept))
 
     def log_step(self, step: int, scalars: dict[str, float]) -> None:
         if self.tb is not None:

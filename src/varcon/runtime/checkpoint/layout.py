@@ -1,27 +1,106 @@
-"""The run directory: created (or checked) before any work starts, on rank 0."""
+"""The run directory: what a run writes where, and finding a run's checkpoint.
+
+::
+
+    RUN_DIR/
+      config.yaml              the resolved config (``varcon pretrain --resume RUN_DIR`` reads it)
+      checkpoints/last.pt      the latest checkpoint (every epoch, and on SIGTERM/SIGINT)
+      checkpoints/epoch_K.pt   kept every ``train.save_every`` epochs
+      metrics.jsonl            one record per epoch
+      tau2/epoch_K.npy         per-sample tau2 every ``train.tau2_every`` epochs (VarCon)
+      tensorboard/             scalars
+      eval/                    evaluation results (``varcon linear|knn|...`` default here)
+
+Every function that maps a path a user gives (a run directory or a checkpoint file) to a
+checkpoint, a run directory or an evaluation folder is here, so they agree.
+"""
 
 from __future__ import annotations
 
 import os
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from varcon.runtime.config import Config, save_config
 from varcon.runtime.distributed import DistContext, broadcast_object
 
-__all__ = ["prepare_run_dir"]
+if TYPE_CHECKING:
+    from varcon.runtime.config import Config
+
+__all__ = [
+    "CHECKPOINT_DIR",
+    "LAST",
+    "checkpoint_path",
+    "eval_dir_of",
+    "find_checkpoint",
+    "has_checkpoint",
+    "prepare_run_dir",
+    "run_dir_of",
+]
+
+CHECKPOINT_DIR = "checkpoints"
+LAST = "last.pt"
+
+
+def checkpoint_path(run_dir: str | Path, name: str = LAST) -> Path:
+    """``RUN_DIR/checkpoints/<name>`` (``last.pt``, ``epoch_K.pt``)."""
+    return Path(run_dir) / CHECKPOINT_DIR / name
+
+
+def _last_in(run_dir: Path) -> Path:
+    """A run directory's checkpoint: ``checkpoints/last.pt``, else a bare ``last.pt``."""
+    candidate = checkpoint_path(run_dir)
+    return candidate if candidate.exists() else run_dir / LAST
+
+
+def find_checkpoint(path: str | Path) -> Path:
+    """The checkpoint file named by ``path``: a file, or a run directory (its
+    ``checkpoints/last.pt``, else ``last.pt``). ``CheckpointError`` when there is none."""
+    path = Path(path)
+    if path.is_dir():
+        path = _last_in(path)
+    if not path.is_file():
+        from .format import CheckpointError
+
+        raise CheckpointError(
+            f"checkpoint not found: {path}; pass a run directory or its checkpoints/last.pt"
+        )
+    return path
+
+
+def has_checkpoint(path: str | Path) -> bool:
+    """Whether ``path`` (a checkpoint file or a run directory) names a checkpoint; a file
+    that does not exist counts, so that loading it reports the problem."""
+    path = Path(path)
+    if not path.is_dir():
+        return True
+    return _last_in(path).exists()
+
+
+def run_dir_of(path: str | Path) -> Path:
+    """The run directory of ``path`` (a run directory, or a checkpoint file in it)."""
+    path = Path(path)
+    if path.is_file():
+        return path.parent.parent if path.parent.name == CHECKPOINT_DIR else path.parent
+    return path
+
+
+def eval_dir_of(checkpoint: str | Path) -> Path:
+    """Where evaluation results go by default: ``RUN_DIR/eval`` for a run directory or
+    ``RUN_DIR/checkpoints/<file>.pt``; otherwise ``<folder of the checkpoint>/eval``."""
+    path = Path(checkpoint)
+    if path.is_dir():
+        return path / "eval"
+    if path.parent.name == CHECKPOINT_DIR:
+        return path.parent.parent / "eval"
+    return path.parent / "eval"
+
+
+# ------------------------------------------------------------------------ creating one
 
 
 def _default_dir(cfg: Config) -> Path:
     return Path("runs") / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-
-
-def resume_dir(resume: str) -> Path:
-    """The run directory of ``resume`` (a run directory or a checkpoint file in it)."""
-    path = Path(resume)
-    if path.is_file():
-        return path.parent.parent if path.parent.name == "checkpoints" else path.parent
-    return path
 
 
 def _check_writable(path: Path) -> None:
@@ -45,7 +124,7 @@ def _holds_results(path: Path) -> bool:
     for entry in path.iterdir():
         if entry.name == "config.yaml" and entry.is_file():
             continue
-        if entry.name == "checkpoints" and entry.is_dir() and not any(entry.iterdir()):
+        if entry.name == CHECKPOINT_DIR and entry.is_dir() and not any(entry.iterdir()):
             continue
         return True
     return False
@@ -59,12 +138,14 @@ def prepare_run_dir(cfg: Config, ctx: DistContext) -> Path:
     an earlier run's results are never overwritten by accident; ``resume`` reuses its
     own directory.
     """
+    from varcon.runtime.config import save_config
+
     error = None
     path = None
     if ctx.is_main:
         try:
             if cfg.resume:
-                path = Path(cfg.output_dir) if cfg.output_dir else resume_dir(cfg.resume)
+                path = Path(cfg.output_dir) if cfg.output_dir else run_dir_of(cfg.resume)
             else:
                 path = Path(cfg.output_dir) if cfg.output_dir else _default_dir(cfg)
                 if _holds_results(path) and not cfg.train.overwrite:
@@ -73,7 +154,7 @@ def prepare_run_dir(cfg: Config, ctx: DistContext) -> Path:
                         "--output-dir, continue it with --resume, or pass train.overwrite=true"
                     )
             path.mkdir(parents=True, exist_ok=True)
-            (path / "checkpoints").mkdir(exist_ok=True)
+            (path / CHECKPOINT_DIR).mkdir(exist_ok=True)
             _check_writable(path)
             save_config(cfg, path / "config.yaml")
         except ValueError as exc:
@@ -84,7 +165,7 @@ def prepare_run_dir(cfg: Config, ctx: DistContext) -> Path:
                 f"{': ' + str(exc.filename) if exc.filename else ''}); choose another with "
                 "--output-dir, or free disk space"
             )
-    error, path = broadcast_object(ctx, (error, str(path) if path else None))  # type: ignore[misc]
+    error, shared = broadcast_object(ctx, (error, str(path) if path else None))  # type: ignore[misc]
     if error:
         raise ValueError(error)
-    return Path(path)
+    return Path(shared)

@@ -1,7 +1,7 @@
-"""Exported encoders, and rebuilding any trained encoder with its preprocessing.
+"""Rebuilding a trained network or encoder, with its preprocessing, for use elsewhere.
 
-``varcon export`` (:func:`export_encoder`) writes a folder that another program can use
-without the training run::
+A trained model comes from a run directory, a checkpoint file, or a folder written by
+``varcon export`` (:mod:`varcon.export` writes it; this module reads it)::
 
     varcon_encoder.json       format name + version, architecture and its arguments,
                               normalisation mean/std, image size, method, source, config
@@ -22,9 +22,6 @@ float32 ``[C, S, S]`` tensor the encoder expects.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,24 +30,25 @@ from typing import Any
 import torch
 from torch import nn
 
-from .checkpoint import CheckpointError, find_checkpoint, load_network, network_spec
-from .network import Network, build_head
-from .registry import create_model
+from varcon.models import Network, build_head, build_network_from_spec, create_model, network_spec
+
+from .format import CheckpointError, load_checkpoint
+from .layout import find_checkpoint
 
 __all__ = [
     "ENCODER_FILE",
     "EXPORT_FORMAT",
-    "EXPORT_FORMATS",
     "EXPORT_FORMAT_VERSION",
     "HEAD_FILE",
     "META_FILE",
     "TrainedModel",
-    "export_encoder",
+    "eval_resize",
     "find_export",
+    "load_encoder",
+    "load_network",
     "load_trained",
     "preprocessing",
     "read_export_meta",
-    "torchvision_state_dict",
 ]
 
 EXPORT_FORMAT = "varcon-encoder"
@@ -58,7 +56,6 @@ EXPORT_FORMAT_VERSION = 1
 META_FILE = "varcon_encoder.json"
 ENCODER_FILE = "encoder.safetensors"
 HEAD_FILE = "head.safetensors"
-EXPORT_FORMATS = ("varcon", "torchvision")
 # EvalTransform's default resize-before-crop ratio for images larger than 64 px (tested equal).
 _EVAL_RESIZE_RATIO = 256 / 224
 # Arguments build_network passes to every encoder factory; the rest are model.kwargs.
@@ -69,7 +66,7 @@ _COMMON_ARGUMENTS = ("in_channels", "image_size")
 class TrainedModel:
     """A trained encoder (eval mode), its head when known, and what describes them.
 
-    ``spec`` is the network spec (:func:`~varcon.models.checkpoint.network_spec`, with
+    ``spec`` is the network spec (:func:`~varcon.models.network_spec`, with
     ``mean``/``std`` filled in); ``config`` the training config (plain data) or None;
     ``source`` where it came from; ``transform`` the evaluation preprocessing (also set as
     ``encoder.transform``).
@@ -107,6 +104,15 @@ class TrainedModel:
 # ------------------------------------------------------------------------ preprocessing
 
 
+def eval_resize(image_size: int) -> int:
+    """The shorter side an image is resized to before the centre crop of ``image_size``:
+    ``image_size`` itself up to 64 px, else ``int(image_size * 256 / 224)``."""
+    from varcon.data.datasets import SMALL_IMAGE_MAX
+
+    size = int(image_size)
+    return size if size <= SMALL_IMAGE_MAX else int(size * _EVAL_RESIZE_RATIO)
+
+
 def preprocessing(image_size: int, mean: list[float] | tuple[float, ...],
                   std: list[float] | tuple[float, ...], in_channels: int) -> Any:
     """The evaluation transform as a ``torchvision.transforms.v2`` pipeline.
@@ -120,16 +126,13 @@ def preprocessing(image_size: int, mean: list[float] | tuple[float, ...],
     """
     from torchvision.transforms import v2
 
-    from varcon.data.datasets import SMALL_IMAGE_MAX
-
     size = int(image_size)
     steps: list[Any] = []
     if int(in_channels) == 1:
         steps.append(v2.Grayscale(num_output_channels=1))
     elif int(in_channels) == 3:
         steps.append(v2.RGB())
-    resize = size if size <= SMALL_IMAGE_MAX else int(size * _EVAL_RESIZE_RATIO)
-    steps += [v2.ToImage(), v2.Resize(resize, antialias=True), v2.CenterCrop(size),
+    steps += [v2.ToImage(), v2.Resize(eval_resize(size), antialias=True), v2.CenterCrop(size),
               v2.ToDtype(torch.float32, scale=True),
               v2.Normalize([float(m) for m in mean], [float(s) for s in std]),
               v2.ToPureTensor()]
@@ -174,6 +177,47 @@ def _finish(model: TrainedModel) -> TrainedModel:
 
 
 # ---------------------------------------------------------------------------- loading
+
+
+def load_network(
+    path: str | Path, *, map_location: str | torch.device = "cpu"
+) -> tuple[Network, dict[str, Any]]:
+    """Rebuild the whole network (encoder + head) of a checkpoint, in eval mode.
+
+    Returns ``(network, checkpoint)``; the optimizer state in ``checkpoint`` is dropped.
+    """
+    state = load_checkpoint(path)
+    spec = state["network"]
+    try:
+        net = build_network_from_spec(spec)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(
+            f"cannot rebuild the network of {path} from its spec {spec!r}: {exc}"
+        ) from exc
+    try:
+        net.load_state_dict(state["model"])
+    except RuntimeError as exc:
+        raise CheckpointError(
+            f"checkpoint {path} does not fit encoder {spec.get('encoder')!r}: "
+            f"{str(exc).splitlines()[0]}"
+        ) from exc
+    state.pop("optimizer", None)
+    state.pop("scaler", None)
+    return net.to(map_location).eval(), state
+
+
+def load_encoder(path: str | Path, *, map_location: str | torch.device = "cpu") -> nn.Module:
+    """The trained encoder of a run directory, a checkpoint file or an exported folder
+    (``varcon export``), in eval mode.
+
+    ``encoder(images [N, C, H, W]) -> features [N, encoder.out_dim]``; inputs are normalised
+    as in training. ``encoder.transform`` is that preprocessing (a torchvision transforms-v2
+    pipeline: PIL image or uint8 tensor ``[C, H, W]`` -> float32 ``[C, S, S]``), so
+    ``encoder(encoder.transform(image)[None])`` embeds one image. Loaded with
+    ``weights_only=True`` or from safetensors; no optimizer state is kept.
+    """
+    return load_trained(path, map_location=map_location).encoder
+
 
 
 def find_export(path: str | Path) -> Path | None:
@@ -332,202 +376,3 @@ def load_trained(path: str | Path, *, map_location: str | torch.device = "cpu"
                               spec["in_channels"])
     return _finish(TrainedModel(net.encoder, net.head, spec, config, source, transform,
                                 origin=str(file)))
-
-
-# ---------------------------------------------------------------------------- torchvision
-
-
-def torchvision_state_dict(encoder: nn.Module, architecture: str, arguments: Mapping[str, Any]
-                           ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """The encoder's weights for ``torchvision.models.<architecture>()`` and a report.
-
-    Keys are shared (:class:`~varcon.models.ResNetEncoder` keeps torchvision's names);
-    entries whose shape differs from torchvision's (the CIFAR stem's 3x3 ``conv1``, a stem
-    for other than 3 channels) are left out, so ``load_state_dict(sd, strict=False)`` on the
-    torchvision model reports exactly those and ``fc.weight``/``fc.bias`` as missing and
-    nothing as unexpected (checked here, on a torchvision model). Other architectures, and
-    ResNets of another ``width`` (no layer would fit), raise ``CheckpointError``.
-    """
-    from .resnet import _BUILDERS
-
-    if architecture not in _BUILDERS:
-        raise CheckpointError(
-            f"--format torchvision is for the ResNet encoders ({', '.join(_BUILDERS)}); "
-            f"{architecture!r} has no torchvision counterpart: export it in the varcon format "
-            "(the default) and load it with varcon.load_encoder"
-        )
-    width = arguments.get("width", 64)
-    if width != 64:
-        raise CheckpointError(
-            f"--format torchvision: this {architecture} has width {width}, torchvision's has "
-            "64, so none of its layers fit torchvision's model; export it in the varcon format "
-            "(the default) and load it with varcon.load_encoder"
-        )
-    reference = _BUILDERS[architecture](weights=None)
-    shapes = {k: tuple(v.shape) for k, v in reference.state_dict().items()}
-    kept: dict[str, torch.Tensor] = {}
-    left_out: dict[str, str] = {}
-    for key, value in encoder.state_dict().items():
-        if key not in shapes:
-            left_out[key] = f"torchvision.models.{architecture} has no {key!r}"
-        elif shapes[key] != tuple(value.shape):
-            left_out[key] = (f"shape {list(value.shape)} here, {list(shapes[key])} in "
-                             f"torchvision.models.{architecture}")
-        else:
-            kept[key] = value.detach().to("cpu").contiguous().clone()
-    result = reference.load_state_dict(kept, strict=False)
-    cifar_stem = isinstance(getattr(encoder, "maxpool", None), nn.Identity)
-    note = ("the pooled features of torchvision's model with fc = nn.Identity() equal the "
-            "encoder's output")
-    if cifar_stem:
-        note = ("CIFAR stem: before loading, set model.conv1 = nn.Conv2d("
-                f"{arguments.get('in_channels', 3)}, 64, 3, 1, 1, bias=False) and "
-                "model.maxpool = nn.Identity(), and copy conv1.weight from "
-                f"{ENCODER_FILE}; then, with fc = nn.Identity(), the outputs match")
-    elif left_out:
-        note = (f"conv1 takes {arguments.get('in_channels')} channel(s): replace model.conv1 "
-                f"and copy its weight from {ENCODER_FILE}")
-    report = {
-        "file": f"torchvision_{architecture}.pth",
-        "model": f"torchvision.models.{architecture}",
-        "stem": "cifar" if cifar_stem else "imagenet",
-        "missing_keys": list(result.missing_keys),
-        "unexpected_keys": list(result.unexpected_keys),
-        "left_out": left_out,
-        "note": note,
-    }
-    return kept, report
-
-
-# ---------------------------------------------------------------------------- writing
-
-
-def _check_output(output: Path, overwrite: bool) -> None:
-    if output.exists() and not output.is_dir():
-        raise ValueError(f"--output {output} is a file; give the path of a folder for the "
-                         "export")
-    if output.is_dir() and any(output.iterdir()):
-        if not overwrite:
-            raise ValueError(f"{output} exists; pass --overwrite to replace it, or choose "
-                             "another --output")
-        if not (output / META_FILE).is_file():
-            raise ValueError(
-                f"{output} is not a varcon export (it has no {META_FILE}); --overwrite only "
-                "replaces an earlier export: choose another --output"
-            )
-
-
-def _replace_folder(output: Path, write: Callable[[Path], None]) -> None:
-    """Write into a temporary folder beside ``output``, then put it in place by renames: an
-    earlier export stays whole until the new one is complete (and comes back on failure)."""
-    parent = output.parent
-    parent.mkdir(parents=True, exist_ok=True)
-    tmp = parent / f".{output.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
-        write(tmp)
-        if output.is_dir() and any(output.iterdir()):
-            old = parent / f".{output.name}.old-{os.getpid()}-{time.time_ns()}"
-            os.replace(output, old)
-            try:
-                os.replace(tmp, output)
-            except BaseException:
-                os.replace(old, output)
-                raise
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            if output.is_dir():
-                output.rmdir()
-            os.replace(tmp, output)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def _tensors(module: nn.Module) -> dict[str, torch.Tensor]:
-    # Cloned: safetensors refuses tensors sharing storage (tied weights), and wants them
-    # contiguous on the CPU.
-    return {k: v.detach().to("cpu").contiguous().clone() for k, v in module.state_dict().items()}
-
-
-def export_encoder(
-    checkpoint: str | Path,
-    output: str | Path,
-    *,
-    head: bool = False,
-    format: str = "varcon",
-    overwrite: bool = False,
-) -> dict[str, Any]:
-    """Export the encoder of ``checkpoint`` (run directory, checkpoint file or exported
-    folder) to the folder ``output``: ``encoder.safetensors`` + ``varcon_encoder.json``,
-    ``head.safetensors`` with ``head``, and with ``format="torchvision"`` also
-    ``torchvision_<arch>.pth`` (:func:`torchvision_state_dict`).
-
-    An existing non-empty ``output`` is refused unless ``overwrite`` (and then only when it
-    is an earlier export, replaced whole). Returns ``{"output", "files", "meta"}``.
-    """
-    output = Path(output)
-    if format not in EXPORT_FORMATS:
-        raise ValueError(f"unknown export format {format!r}; choose one of "
-                         f"{', '.join(EXPORT_FORMATS)}")
-    _check_output(output, overwrite)
-    model = load_trained(checkpoint)
-    if head and model.head is None:
-        model.network()  # raises: an export without its head
-    arch, arguments = model.architecture, model.arguments
-    tv_state, tv_report = (torchvision_state_dict(model.encoder, arch, arguments)
-                           if format == "torchvision" else (None, None))
-    spec = model.spec
-    from varcon import __version__
-
-    meta: dict[str, Any] = {
-        "format": EXPORT_FORMAT,
-        "format_version": EXPORT_FORMAT_VERSION,
-        "varcon_version": __version__,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "architecture": arch,
-        "arguments": arguments,
-        "out_dim": int(model.encoder.out_dim),
-        "method": spec["method"],
-        "image_size": int(spec["image_size"]),
-        "in_channels": int(spec["in_channels"]),
-        "mean": list(spec["mean"]),
-        "std": list(spec["std"]),
-        "preprocessing": {
-            "channels": int(spec["in_channels"]),
-            "resize_shorter_side": int(spec["image_size"]) if int(spec["image_size"]) <= 64
-            else int(int(spec["image_size"]) * _EVAL_RESIZE_RATIO),
-            "center_crop": int(spec["image_size"]),
-            "scale": "uint8 / 255",
-            "normalize": {"mean": list(spec["mean"]), "std": list(spec["std"])},
-        },
-        "weights": {"encoder": ENCODER_FILE, "head": HEAD_FILE if head else None},
-        "head": {"method": spec["method"],
-                 "kind": "linear" if spec["method"] == "ce" else "projection",
-                 "num_classes": int(spec["num_classes"]), "head_dim": int(spec["head_dim"]),
-                 "head_hidden": spec.get("head_hidden")},
-        "source": {k: v for k, v in model.source.items() if k != "export"},
-        "config": model.config,
-    }
-    if tv_report is not None:
-        meta["torchvision"] = tv_report
-    text = json.dumps(meta, indent=2, default=str) + "\n"
-
-    def write(folder: Path) -> None:
-        from safetensors.torch import save_file
-
-        tag = {"format": EXPORT_FORMAT, "format_version": str(EXPORT_FORMAT_VERSION)}
-        save_file(_tensors(model.encoder), str(folder / ENCODER_FILE),
-                  metadata={**tag, "part": "encoder", "architecture": arch})
-        if head:
-            assert model.head is not None
-            save_file(_tensors(model.head), str(folder / HEAD_FILE),
-                      metadata={**tag, "part": "head", "method": spec["method"]})
-        if tv_state is not None:
-            torch.save(tv_state, folder / tv_report["file"])
-        (folder / META_FILE).write_text(text, encoding="utf-8")
-
-    _replace_folder(output, write)
-    return {"output": str(output), "files": sorted(p.name for p in output.iterdir()),
-            "meta": meta}
