@@ -98,6 +98,13 @@ def _delegate(p: list[str], key: str, arg: str, check: Callable[[], object]) -> 
     return True
 
 
+def _not_registered(key: str, value: str, names: tuple[str, ...]) -> str:
+    """The problem for a name missing from a registry: the choices, and the closest ones."""
+    close = difflib.get_close_matches(str(value), names, n=3)
+    hint = f" (did you mean {', '.join(close)}?)" if close else ""
+    return f"{key}: must be one of {', '.join(names)}; got {value!r}{hint}"
+
+
 def _positive(params: dict[str, Any], key: str, default: float) -> bool:
     """Whether ``params[key]`` (``default`` if absent) is a number > 0 (anything else is
     left to the transform's own check when it is built)."""
@@ -157,8 +164,7 @@ class DataConfig:
         names = dataset_names()
         spec = get_dataset(self.dataset) if self.dataset in names else None
         if spec is None:
-            p.append(f"{prefix}.dataset: must be one of {', '.join(names)}; got "
-                     f"{self.dataset!r}")
+            p.append(_not_registered(f"{prefix}.dataset", self.dataset, names))
         elif spec.needs_root and not self.root:
             p.append(f"{prefix}.root: required for {prefix}.dataset={self.dataset} (the "
                      "folder holding it)")
@@ -614,8 +620,7 @@ class Config:
         p: list[str] = []
         d, o = self.data, self.optim
         if self.method not in method_names():
-            p.append(f"method: must be one of {', '.join(method_names())}; got "
-                     f"{self.method!r}")
+            p.append(_not_registered("method", self.method, method_names()))
         else:
             spec = get_method(self.method)
             if spec.multi_view and d.views == 1:
