@@ -132,6 +132,11 @@ def build_run_state(cfg: Config, ctx: DistContext) -> RunState:
         pin_memory=on_gpu,
         persistent_workers=cfg.data.num_workers > 0,
         collate_fn=TransformedDataset.collate,  # batches built in shared memory: no copy
+        # Each epoch's iterator draws its workers' base seed from this generator, not from
+        # the global stream that dropout and stochastic depth draw from: a resumed run opens
+        # its epoch's iterator at another point of that stream than the uninterrupted run,
+        # and must not shift it. (Augmentations are seeded per item by the sampler.)
+        generator=torch.Generator().manual_seed(cfg.seed + ctx.rank),
     )
     steps_per_epoch = sampler.batches_per_epoch
     if cfg.train.max_steps_per_epoch:

@@ -38,6 +38,7 @@ from torch import nn
 
 from varcon._atomic import atomic_path
 
+from .errors import CheckpointError
 from .layout import find_checkpoint
 
 __all__ = [
@@ -55,10 +56,6 @@ __all__ = [
 # 1: the first format. 2: ``rng_per_rank`` (each rank's own random state; version 1 held
 # rank 0's only, which every rank restored).
 FORMAT_VERSION = 2
-
-
-class CheckpointError(ValueError):
-    """A checkpoint is missing, truncated, unsafe or does not fit the model."""
 
 
 # ------------------------------------------------------------------------------ writing

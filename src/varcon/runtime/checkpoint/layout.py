@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING
 
 from varcon.runtime.distributed import DistContext, broadcast_object
 
+from .errors import CheckpointError
+
 if TYPE_CHECKING:
     from varcon.runtime.config import Config
 
@@ -60,8 +62,6 @@ def find_checkpoint(path: str | Path) -> Path:
     if path.is_dir():
         path = _last_in(path)
     if not path.is_file():
-        from .format import CheckpointError
-
         raise CheckpointError(
             f"checkpoint not found: {path}; pass a run directory or its checkpoints/last.pt"
         )

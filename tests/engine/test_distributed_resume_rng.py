@@ -1,0 +1,91 @@
+"""Each rank resumes its own random stream (2 gloo processes under torchrun).
+
+An encoder that draws random numbers in its forward pass (dropout here; stochastic depth in
+timm backbones) makes every rank's stream part of the result: an interrupted and resumed run
+equals the uninterrupted one only if each rank gets back the state it saved. Checkpoints of
+format version 1 held rank 0's state only, which every rank restored.
+"""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+pytestmark = pytest.mark.slow
+
+SCRIPT = textwrap.dedent(
+    """
+    import os, signal, sys
+    from torch import nn
+    import varcon.engine.pretrain as P
+    from varcon.engine import TrainingInterrupted
+    from varcon.models import register_model
+    from varcon.runtime.config import apply_overrides, config_from_dict, read_yaml
+    from varcon.runtime.config import resolve_config_path
+
+    @register_model("dropout_mlp")
+    def dropout_mlp(in_channels=1, image_size=8, width=32, p=0.5):
+        encoder = nn.Sequential(nn.Flatten(), nn.Linear(in_channels * image_size ** 2, width),
+                                nn.ReLU(), nn.Dropout(p))
+        encoder.out_dim = width
+        return encoder
+
+    stop_at = int(os.environ.get("STOP_AT", "0"))
+    real_step, steps = P.train_step, [0]
+
+    def step(*args, **kwargs):  # every rank signals itself after the same step
+        result = real_step(*args, **kwargs)
+        steps[0] += 1
+        if steps[0] == stop_at:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return result
+
+    P.train_step = step
+    data = read_yaml(resolve_config_path("digits"))
+    cfg = config_from_dict(apply_overrides(data, sys.argv[1:]))
+    try:
+        P.pretrain(cfg)
+    except TrainingInterrupted:
+        sys.exit(3)
+    """
+)
+
+COMMON = [
+    "model.encoder=dropout_mlp", "optim.epochs=2", "optim.warmup_epochs=0",
+    "optim.batch_size=128", "train.max_steps_per_epoch=4", "linear.run_after_pretrain=false",
+    "train.progress=off", "train.tau2_every=0",
+]
+
+
+def torchrun(tmp_path, *args, stop_at=0, expect=0):
+    script = tmp_path / "train_script.py"
+    script.write_text(SCRIPT)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "STOP_AT": str(stop_at)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+         str(script), *args], capture_output=True, text=True, timeout=600, env=env,
+    )
+    assert proc.returncode == expect, proc.stdout[-3000:] + proc.stderr[-5000:]
+    return proc
+
+
+def test_two_process_sigterm_and_resume_equals_uninterrupted_with_dropout(tmp_path):
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    torchrun(tmp_path, f"output_dir={whole}", *COMMON)
+    torchrun(tmp_path, f"output_dir={parts}", *COMMON, stop_at=3, expect=1)
+    interrupted = torch.load(parts / "checkpoints" / "last.pt", weights_only=True)
+    assert (interrupted["epoch"], interrupted["step_in_epoch"]) == (0, 3)
+    assert len(interrupted["rng_per_rank"]) == 2
+    # the ranks' streams differ (seed + rank), so restoring rank 0's on both would show
+    assert not torch.equal(interrupted["rng_per_rank"][0]["torch"],
+                           interrupted["rng_per_rank"][1]["torch"])
+    proc = torchrun(tmp_path, f"output_dir={parts}", f"resume={parts}", *COMMON)
+    assert "resumed from" in proc.stdout
+    a = torch.load(whole / "checkpoints" / "last.pt", weights_only=True)["model"]
+    b = torch.load(parts / "checkpoints" / "last.pt", weights_only=True)["model"]
+    assert a.keys() == b.keys()
+    different = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not different, f"{len(different)} of {len(a)} tensors differ, e.g. {different[:3]}"
