@@ -1,8 +1,11 @@
-"""Training: the pre-training loop and its run directory.
+"""Training: the pre-training loop (:mod:`.pretrain`), read top to bottom; the run state
+(:mod:`.state`), one step (:mod:`.step`), the epoch record (:mod:`.records`), early stops
+(:mod:`.signals`) and gradient caching (:mod:`.micro_batch`).
 
-The shared runtime (config, data building, processes, checkpoints writing, schedules) is in
-:mod:`varcon.runtime`; evaluation protocols are in :mod:`varcon.evaluation`.
-Submodules are imported on first use.
+Train with ``from varcon.engine.pretrain import pretrain`` (the sub-module and the function
+share the name, so the package does not re-export the function). The shared runtime
+(config, data building, processes, checkpoints, schedules) is :mod:`varcon.runtime`;
+evaluation protocols are in :mod:`varcon.evaluation`. Sub-modules are imported on first use.
 """
 
 from __future__ import annotations
@@ -11,9 +14,8 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "TrainingDiverged": "pretrain",
-    "TrainingInterrupted": "pretrain",
-    "pretrain": "pretrain",
+    "TrainingDiverged": "signals",
+    "TrainingInterrupted": "signals",
 }
 __all__ = sorted(_EXPORTS)
 
