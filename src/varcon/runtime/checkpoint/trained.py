@@ -146,15 +146,13 @@ def _normalisation(spec: Mapping[str, Any], config: Mapping[str, Any] | None
     channels = int(spec["in_channels"])
     mean, std = spec.get("mean"), spec.get("std")
     if not (mean and std):
-        from varcon.data import datasets as D
+        from varcon.data import dataset_names, get_dataset
 
         data = dict((config or {}).get("data") or {})
-        defaults = {"digits": (D.DIGITS_MEAN, D.DIGITS_STD),
-                    "cifar10": (D.CIFAR10_MEAN, D.CIFAR10_STD),
-                    "cifar100": (D.CIFAR100_MEAN, D.CIFAR100_STD),
-                    "imagefolder": (D.IMAGENET_MEAN, D.IMAGENET_STD)}.get(data.get("dataset"))
-        mean = data.get("mean") or (defaults[0] if defaults else None)
-        std = data.get("std") or (defaults[1] if defaults else None)
+        name = data.get("dataset")
+        dataset = get_dataset(name) if name in dataset_names() else None
+        mean = data.get("mean") or (dataset.mean if dataset else None)
+        std = data.get("std") or (dataset.std if dataset else None)
         if not (mean and std):
             raise CheckpointError(
                 "the checkpoint records no input normalisation (network mean/std, or a config "
