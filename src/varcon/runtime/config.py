@@ -43,11 +43,15 @@ import yaml
 from varcon._registry import Registry
 
 __all__ = [
+    "AmpMode",
+    "Augment",
+    "ClusterAlgorithm",
     "ClusterConfig",
     "Config",
     "ConfigError",
     "DataConfig",
     "EvalConfig",
+    "FewshotClassifier",
     "FewshotConfig",
     "FinetuneConfig",
     "KnnConfig",
@@ -723,7 +727,7 @@ def _field_types(cls: type) -> dict[str, Any]:
 def _valid_keys(cls: type, prefix: str = "") -> list[str]:
     keys = []
     for name, tp in _field_types(cls).items():
-        if dataclasses.is_dataclass(tp):
+        if isinstance(tp, type) and dataclasses.is_dataclass(tp):
             keys.extend(_valid_keys(tp, f"{prefix}{name}."))
         else:
             keys.append(prefix + name)
@@ -816,7 +820,7 @@ def _build(cls: type, data: Any, prefix: str, problems: list[str]) -> Any:
             problems.append(_unknown_key(str(key), cls, prefix))
             continue
         tp = types_[key]
-        if dataclasses.is_dataclass(tp):
+        if isinstance(tp, type) and dataclasses.is_dataclass(tp):
             kwargs[key] = _build(tp, value, f"{prefix}{key}.", problems)
         else:
             before = len(problems)
