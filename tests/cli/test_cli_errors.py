@@ -197,7 +197,7 @@ def test_bad_config_lists_every_problem_and_creates_nothing(tmp_path, capsys):
         "optim.batch_size: expected an integer, got 'many'",
         "data.image_size: expected an integer, got [16]",
         "optim.lr: must be > 0, got -1.0",
-        "loss.epsilon: must satisfy 0 <= epsilon < temperature (0.1), got 0.2",
+        "loss.epsilon: must satisfy 0 <= epsilon < temperature (= 0.1), got 0.2",
         "optim.warmup_epochs: must be >= 0 and shorter than training (optim.epochs = 3), got 5",
         "train.amp: must be one of auto, off, bf16, fp16; got 'fp8'",
     )
