@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -149,7 +149,7 @@ def build_run_state(cfg: Config, ctx: DistContext) -> RunState:
     if ctx.distributed and cfg.model.sync_batchnorm:
         net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
     memory_format = torch.channels_last if cfg.model.channels_last else torch.contiguous_format
-    net = net.to(ctx.device, memory_format=memory_format)
+    net = net.to(ctx.device).to(memory_format=memory_format)
     # on the device: the loss may hold buffers (loss.prototypes=ema's class prototypes)
     loss_fn = build_loss(cfg, data.info.num_classes).to(ctx.device)
     o = cfg.optim
@@ -193,5 +193,5 @@ def wrap_for_training(run: RunState) -> nn.Module:
         device_ids = [run.ctx.device.index] if run.ctx.device.type == "cuda" else None
         model = DistributedDataParallel(run.net, device_ids=device_ids)
     if run.cfg.model.compile:
-        model = torch.compile(model)
+        model = cast(nn.Module, torch.compile(model))
     return model

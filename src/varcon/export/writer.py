@@ -21,7 +21,7 @@ import shutil
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -195,7 +195,7 @@ def export_encoder(
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "architecture": arch,
         "arguments": arguments,
-        "out_dim": int(model.encoder.out_dim),
+        "out_dim": int(cast(int, model.encoder.out_dim)),
         "method": spec["method"],
         "image_size": int(spec["image_size"]),
         "in_channels": int(spec["in_channels"]),
@@ -230,7 +230,7 @@ def export_encoder(
             assert model.head is not None
             save_file(_tensors(model.head), str(folder / HEAD_FILE),
                       metadata={**tag, "part": "head", "method": spec["method"]})
-        if tv_state is not None:
+        if tv_state is not None and tv_report is not None:
             torch.save(tv_state, folder / tv_report["file"])
         (folder / META_FILE).write_text(text, encoding="utf-8")
 

@@ -9,7 +9,7 @@ method registry (:mod:`varcon.methods`): a projection head or a linear classifie
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -70,7 +70,7 @@ def build_network(
     encoder = create_model(
         encoder_name, in_channels=in_channels, image_size=image_size, **encoder_kwargs
     )
-    return Network(encoder, build_head(method, encoder.out_dim, num_classes=num_classes,
+    return Network(encoder, build_head(method, cast(int, encoder.out_dim), num_classes=num_classes,
                                        head_dim=head_dim, head_hidden=head_hidden))
 
 

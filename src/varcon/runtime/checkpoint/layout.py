@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from varcon.runtime.distributed import DistContext, broadcast_object
 
@@ -165,7 +165,8 @@ def prepare_run_dir(cfg: Config, ctx: DistContext) -> Path:
                 f"{': ' + str(exc.filename) if exc.filename else ''}); choose another with "
                 "--output-dir, or free disk space"
             )
-    error, shared = broadcast_object(ctx, (error, str(path) if path else None))  # type: ignore[misc]
-    if error:
-        raise ValueError(error)
-    return Path(shared)
+    shared = cast(tuple[str | None, str | None],
+                  broadcast_object(ctx, (error, str(path) if path else None)))
+    if shared[0]:
+        raise ValueError(shared[0])
+    return Path(cast(str, shared[1]))

@@ -25,7 +25,7 @@ import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -322,7 +322,7 @@ def _load_export(folder: Path, map_location: str | torch.device) -> TrainedModel
     head = None
     if weights.get("head"):
         try:
-            head = build_head(meta["method"], encoder.out_dim,
+            head = build_head(meta["method"], cast(int, encoder.out_dim),
                               num_classes=head_info["num_classes"],
                               head_dim=head_info["head_dim"],
                               head_hidden=head_info.get("head_hidden"))
