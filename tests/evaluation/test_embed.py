@@ -24,14 +24,8 @@ import torch
 
 from ckpttools import write_checkpoint
 from datagen import write_image_folder
-from glootools import spawn_gloo
 from varcon.data import build_dataset, decode_image_file
-from varcon.evaluation.embed import (
-    ParquetNotInstalledError,
-    _gather_rows,
-    embed_images,
-    read_embeddings,
-)
+from varcon.evaluation.embed import ParquetNotInstalledError, embed_images, read_embeddings
 from varcon.evaluation.session import EvalSession
 from varcon.export import export_encoder
 from varcon.runtime.checkpoint import load_encoder, load_network
@@ -336,40 +330,3 @@ def test_torchrun_bad_file_stops_every_rank_and_writes_nothing(ckpt, broken, tmp
     assert sorted(p.name for p in tmp_path.iterdir()) == ["broken"]
 
 
-# Rank r holds ROWS[r] rows of width 3 (none for rank 1); rows carry their global position.
-ROWS = (5, 0, 3)
-
-
-def _gather_worker(rank, world, init_file, out_dir):
-    import datetime
-
-    import torch.distributed as dist
-
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
-                            world_size=world, timeout=datetime.timedelta(seconds=60))
-    try:
-        start = sum(ROWS[:rank])
-        index = torch.arange(start, start + ROWS[rank])
-        feats = index[:, None].float() * torch.tensor([1.0, 10.0, 100.0])
-        if not ROWS[rank]:
-            feats = torch.zeros(0, 0)  # what an empty shard's extraction gives
-        ctx = DistContext(rank=rank, world_size=world, local_rank=rank,
-                          device=torch.device("cpu"))
-        got, got_index = _gather_rows(ctx, feats, index, chunk=2)
-        torch.save({"feats": got, "index": got_index}, Path(out_dir) / f"{rank}.pt")
-        dist.barrier()
-    finally:
-        dist.destroy_process_group()
-
-
-def test_chunked_gather_collects_uneven_shards_on_rank_0(tmp_path):
-    """Shards of 5, 0 and 3 rows gathered 2 rows at a time: rank 0 gets all 8 rows in rank
-    order, the others nothing (they do not need them)."""
-    out_dir = spawn_gloo(_gather_worker, len(ROWS), tmp_path)
-    results = [torch.load(out_dir / f"{r}.pt", weights_only=True) for r in range(len(ROWS))]
-    assert results[0]["index"].tolist() == list(range(8))
-    assert torch.equal(results[0]["feats"],
-                       torch.arange(8)[:, None].float() * torch.tensor([1.0, 10.0, 100.0]))
-    for r in (1, 2):
-        assert results[r]["feats"].shape == (0, 3) and results[r]["index"].numel() == 0

@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import Dataset
 
 from varcon._atomic import atomic_path
 from varcon.data import ImageFileDataset, decode_image_file
@@ -58,12 +58,12 @@ from varcon.runtime.distributed import (
     DistContext,
     all_reduce_sum,
     broadcast_object,
+    gather_strided,
     setup_distributed,
     teardown,
 )
 
-from .features import extract_features
-from .session import _amp_dtype
+from .session import encode_shard
 
 __all__ = ["DATASET_INPUTS", "EMBED_FORMAT", "EMBED_FORMAT_VERSION", "OUTPUT_SUFFIXES",
            "ParquetNotInstalledError", "embed_images", "read_embeddings"]
@@ -134,7 +134,7 @@ class _Items(Dataset):
 
 def _collate(items: list[tuple[torch.Tensor | None, int, str | None]]
              ) -> tuple[torch.Tensor, torch.Tensor, list[tuple[int, str]]]:
-    good = [(x, i) for x, i, err in items if err is None]
+    good = [(x, i) for x, i, err in items if x is not None and err is None]
     bad = [(i, err) for _, i, err in items if err is not None]
     images = torch.stack([x for x, _ in good]) if good else torch.zeros(0)
     return images, torch.tensor([i for _, i in good], dtype=torch.long), bad
@@ -368,122 +368,83 @@ def embed_images(
         feats, index, skipped = _encode_shards(model, features, source, cfg, ctx, progress)
         result = (_write(output, suffix, model, features, text, source, feats, index,
                          skipped, start) if ctx.is_main else None)
-        return broadcast_object(ctx, result)  # rank 0's summary, once its file is written
+        summary = broadcast_object(ctx, result)  # rank 0's summary, once its file is written
+        assert isinstance(summary, dict)
+        return summary
     finally:
         teardown(ctx)
 
 
 def _encode_shards(model: Any, features: str, source: _Input, cfg: Config, ctx: DistContext,
                    progress: bool) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-    """Every readable image's features ``[N, D]`` with its input position ``[N]`` (sorted)
-    and the unreadable ones: on rank 0; the other ranks get no rows (only the skipped list).
+    """Every readable image's features ``[N, D]`` with its input position ``[N]`` (in input
+    order) and the unreadable ones: on rank 0; the other ranks get no rows (only the skipped
+    list).
 
-    Under ``torchrun`` rank r encodes items r, r + W, r + 2W, ... and the shards are gathered;
-    a bad file (``data.bad_files=error``) found by any rank stops every rank with its message,
-    so no rank waits on one that has failed.
+    The session's sharded encode (:func:`~varcon.evaluation.session.encode_shard`): under
+    ``torchrun`` rank r encodes items r, r + W, r + 2W, ... and the shards are gathered a
+    chunk at a time (:func:`~varcon.runtime.distributed.gather_strided`); a bad file
+    (``data.bad_files=error``) found by any rank stops every rank with its message, so no rank
+    waits on one that has failed.
     """
     device = ctx.device
     encoder = model.encoder.to(device)
     fn = encoder if features == "encoder" else model.network().to(device)
-    items: Dataset = _Items(source, model.transform)
-    if ctx.distributed:
-        items = Subset(items, range(ctx.rank, source.size, ctx.world_size))
-    loader = DataLoader(items, batch_size=max(int(cfg.eval.batch_size) // ctx.world_size, 1),
-                        num_workers=cfg.data.num_workers, collate_fn=_collate,
-                        pin_memory=device.type == "cuda")
     skipped: list[int] = []  # input positions
 
-    def batches() -> Any:
-        from varcon.runtime.logger import Progress
-
-        bar = Progress(len(loader), f"embed {source.label}", mode=cfg.train.progress,
-                       enabled=progress and ctx.is_main)
-        try:
-            for images, index, bad in loader:
-                for i, message in bad:
-                    if cfg.data.bad_files == "error":
-                        raise _BadImage(
-                            f"cannot read image {source.describe(i)} ({message}); remove or "
-                            "replace it, or pass data.bad_files=skip to leave unreadable "
-                            "files out (they are counted and listed in the output); nothing "
-                            "was written"
-                        )
-                    skipped.append(int(i))
-                if len(index):
-                    yield images, index
-                bar.update()
-        finally:
-            bar.close()
+    def readable(loader: Any) -> Any:
+        for images, index, bad in loader:
+            for i, message in bad:
+                if cfg.data.bad_files == "error":
+                    raise _BadImage(
+                        f"cannot read image {source.describe(i)} ({message}); remove or "
+                        "replace it, or pass data.bad_files=skip to leave unreadable "
+                        "files out (they are counted and listed in the output); nothing "
+                        "was written"
+                    )
+                skipped.append(int(i))
+            if len(index):
+                yield images, index
 
     feats = torch.zeros(0, 0)
     index = torch.zeros(0, dtype=torch.long)
     failure: str | None = None
     try:
-        feats, index = extract_features(fn, batches(), device=device,
-                                        amp_dtype=_amp_dtype(cfg, device))
+        feats, index = encode_shard(fn, _Items(source, model.transform), cfg, ctx,
+                                    collate_fn=_collate, batches=readable,
+                                    desc=f"embed {source.label}", progress=progress)
     except _BadImage as exc:
         failure = str(exc)
-    except ValueError as exc:
-        if "yielded no batches" not in str(exc):
-            raise
     if ctx.distributed:
-        failures = [None] * ctx.world_size
+        failures: list[str | None] = [None] * ctx.world_size
         dist.all_gather_object(failures, failure)
         failure = next((f for f in failures if f is not None), None)
         if failure is None:
             shards: list[Any] = [None] * ctx.world_size
             dist.all_gather_object(shards, skipped)
             skipped = sorted(i for shard in shards for i in shard)
-            feats, index = _gather_rows(ctx, feats, index)
     if failure is not None:
         raise ValueError(failure)
     total = all_reduce_sum(ctx, torch.tensor([len(index)], device=ctx.device))
     if not int(total.item()):
         raise ValueError(f"no readable image in {source.label} ({len(skipped)} skipped); "
                          "nothing was written")
-    order = index.argsort()  # input order (the shards interleave)
-    return feats[order], index[order], [source.describe(i) for i in skipped]
+    # This rank's strided rows, an unreadable item's left as zeros with position -1, gathered
+    # into input order on rank 0, where the unreadable ones are dropped.
+    rows = len(range(ctx.rank, source.size, ctx.world_size))
+    full, full_index = feats, index
+    if len(index) < rows:
+        slots = (index - ctx.rank) // ctx.world_size
+        full = torch.zeros(rows, feats.shape[1], dtype=feats.dtype)
+        full_index = torch.full((rows,), -1, dtype=torch.long)
+        full[slots], full_index[slots] = feats, index
+    full, full_index = gather_strided(ctx, [full, full_index], source.size, everywhere=False)
+    kept = full_index >= 0
+    return full[kept], full_index[kept], [source.describe(i) for i in skipped]
 
 
 class _BadImage(ValueError):
     """An unreadable image under ``data.bad_files=error``."""
-
-
-def _gather_rows(ctx: DistContext, feats: torch.Tensor, index: torch.Tensor,
-                 chunk: int = 16384) -> tuple[torch.Tensor, torch.Tensor]:
-    """Every rank's rows (any number each, even none), concatenated in rank order, on rank 0;
-    the other ranks get ``[0, D]``. Rows travel ``chunk`` at a time, so a device holds at most
-    ``world_size * chunk`` rows of the gather at once (ImageNet's 1.28M x 2048 would not fit
-    whole on most GPUs)."""
-    counts = [torch.zeros(2, dtype=torch.long, device=ctx.device)
-              for _ in range(ctx.world_size)]
-    mine = torch.tensor([feats.shape[0], feats.shape[1] if feats.numel() else 0],
-                        dtype=torch.long, device=ctx.device)
-    dist.all_gather(counts, mine)
-    rows = [int(c[0]) for c in counts]
-    dim = max(int(c[1]) for c in counts)
-    kept: list[list[torch.Tensor]] = [[] for _ in range(ctx.world_size)]
-    kept_index: list[list[torch.Tensor]] = [[] for _ in range(ctx.world_size)]
-    for start in range(0, max(rows), chunk):
-        n = min(max(rows[ctx.rank] - start, 0), chunk)
-        padded = torch.zeros(chunk, dim, device=ctx.device)
-        padded_index = torch.full((chunk,), -1, dtype=torch.long, device=ctx.device)
-        if n:
-            padded[:n] = feats[start:start + n].to(ctx.device)
-            padded_index[:n] = index[start:start + n].to(ctx.device)
-        parts = [torch.empty_like(padded) for _ in range(ctx.world_size)]
-        parts_index = [torch.empty_like(padded_index) for _ in range(ctx.world_size)]
-        dist.all_gather(parts, padded)
-        dist.all_gather(parts_index, padded_index)
-        if ctx.is_main:
-            for r in range(ctx.world_size):
-                m = min(max(rows[r] - start, 0), chunk)
-                kept[r].append(parts[r][:m].cpu())
-                kept_index[r].append(parts_index[r][:m].cpu())
-    if not ctx.is_main:
-        return torch.zeros(0, dim), torch.zeros(0, dtype=torch.long)
-    return (torch.cat([t for r in kept for t in r]),
-            torch.cat([t for r in kept_index for t in r]))
 
 
 def _write(output: Path, suffix: str, model: Any, features: str, text: str, source: _Input,

@@ -17,13 +17,13 @@ import contextlib
 import hashlib
 import json
 import os
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
 
 from varcon._atomic import atomic_path
 from varcon.data import TransformedDataset, build_transform
@@ -32,11 +32,17 @@ from varcon.runtime.backend import autocast_dtype
 from varcon.runtime.checkpoint import CheckpointError, eval_dir_of, find_checkpoint, load_network
 from varcon.runtime.config import Config, apply_overrides, config_from_dict
 from varcon.runtime.data import RunData, build_split, build_train_data
-from varcon.runtime.distributed import DistContext, barrier, setup_distributed, teardown
+from varcon.runtime.distributed import (
+    DistContext,
+    barrier,
+    gather_strided,
+    setup_distributed,
+    teardown,
+)
 
 from .features import extract_features
 
-__all__ = ["EvalSession", "compact_float", "dataset_label", "eval_session"]
+__all__ = ["EvalSession", "compact_float", "dataset_label", "encode_shard", "eval_session"]
 
 # Spec entries that define the encoder: an override may change the data, never these.
 _ARCHITECTURE_KEYS = ("method", "encoder", "encoder_kwargs", "head_dim", "head_hidden")
@@ -194,24 +200,14 @@ class EvalSession:
     def encode_dataset(self, dataset: Any, kind: str = "encoder", *, desc: str = "features",
                        progress: bool = True, transform: Any = None
                        ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Encode every image of a uint8 ``dataset`` (sharded over processes, gathered)."""
-        ctx = self.ctx
-        shard = dataset
-        if ctx.distributed:
-            shard = torch.utils.data.Subset(dataset, range(ctx.rank, len(dataset),
-                                                           ctx.world_size))
-        batch = max(self.cfg.eval.batch_size // ctx.world_size, 1)
-        loader = torch.utils.data.DataLoader(
-            TransformedDataset(shard, transform or self.eval_transform()), batch_size=batch,
-            num_workers=self.cfg.data.num_workers, pin_memory=ctx.device.type == "cuda",
-        )
-        total = (len(shard) + batch - 1) // batch
-        feats, labels = extract_features(
-            self.encode_fn(kind), _progress(loader, total, desc, self.cfg, ctx, progress),
-            device=ctx.device, amp_dtype=autocast_dtype(self.cfg.train.amp, ctx.device),
-        ) if len(shard) else (torch.zeros(0, 0), torch.zeros(0, dtype=torch.long))
-        if ctx.distributed:
-            feats, labels = _gather_strided(ctx, feats, labels, len(dataset))
+        """Encode every image of a uint8 ``dataset``: each rank encodes its strided shard
+        (:func:`encode_shard`), and the shards are gathered back into dataset order on every
+        rank, a chunk at a time (:func:`~varcon.runtime.distributed.gather_strided`)."""
+        feats, labels = encode_shard(self.encode_fn(kind), dataset, self.cfg, self.ctx,
+                                     transform=transform or self.eval_transform(), desc=desc,
+                                     progress=progress)
+        if self.ctx.distributed:
+            feats, labels = gather_strided(self.ctx, [feats, labels], len(dataset))
         return feats, labels
 
     def _cache_path(self, split: str, kind: str) -> Path:
@@ -298,31 +294,47 @@ def _progress(loader: Any, total: int, desc: str, cfg: Config, ctx: DistContext,
     return gen()
 
 
-def _gather_strided(ctx: DistContext, feats: torch.Tensor, labels: torch.Tensor,
-                    total: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rank r holds rows r, r+W, r+2W, ...: gather every shard and restore dataset order."""
-    world = ctx.world_size
-    per_rank = (total + world - 1) // world
-    dim = torch.tensor([feats.shape[1] if feats.numel() else 0], device=ctx.device)
-    dist.all_reduce(dim, op=dist.ReduceOp.MAX)
-    d = int(dim.item())
-    padded = torch.zeros(per_rank, d, device=ctx.device)
-    padded_y = torch.full((per_rank,), -1, dtype=torch.long, device=ctx.device)
-    n = feats.shape[0]
-    if n:
-        padded[:n] = feats.to(ctx.device)
-        padded_y[:n] = labels.to(ctx.device)
-    parts = [torch.empty_like(padded) for _ in range(world)]
-    parts_y = [torch.empty_like(padded_y) for _ in range(world)]
-    dist.all_gather(parts, padded)
-    dist.all_gather(parts_y, padded_y)
-    out = torch.zeros(total, d)
-    out_y = torch.zeros(total, dtype=torch.long)
-    for r in range(world):
-        rows = len(range(r, total, world))
-        out[r::world] = parts[r][:rows].cpu()
-        out_y[r::world] = parts_y[r][:rows].cpu()
-    return out, out_y
+def encode_shard(fn: Callable[[torch.Tensor], torch.Tensor], dataset: Any, cfg: Config,
+                 ctx: DistContext, *, transform: Any = None, collate_fn: Any = None,
+                 batches: Callable[[Iterable[Any]], Iterable[Any]] | None = None,
+                 desc: str = "features", progress: bool = True
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """This rank's share of the encoding of ``dataset``: items r, r + W, r + 2W, ... (rank r
+    of W; all of them with one process), on the CPU: ``(features float32 [n, D], labels int64
+    [n])``, ``[0, 0]`` and ``[0]`` when there is nothing to encode.
+
+    ``fn`` maps a batch of images on ``ctx.device`` to ``[B, D]`` (run without gradients, in
+    eval mode, under ``train.amp``'s autocast). Items are loaded in batches of
+    ``eval.batch_size / W`` by ``data.num_workers`` workers: ``transform(image)`` when a
+    ``transform`` is given (the items are ``(uint8 image, label)``), else as ``dataset``
+    yields them, collated by ``collate_fn``. ``batches`` turns the loader's batches into
+    ``(images, labels)`` pairs (``varcon embed`` drops unreadable files there); it may yield
+    fewer, or none. Rank 0 shows a progress bar (``desc``) unless ``progress`` is false.
+    Gather the shards with :func:`~varcon.runtime.distributed.gather_strided`.
+    """
+    shard = dataset
+    if ctx.distributed:
+        shard = torch.utils.data.Subset(dataset, range(ctx.rank, len(dataset), ctx.world_size))
+    empty = (torch.zeros(0, 0), torch.zeros(0, dtype=torch.long))
+    if not len(shard):
+        return empty
+    if transform is not None:
+        shard = TransformedDataset(shard, transform)
+    loader = torch.utils.data.DataLoader(
+        shard, batch_size=max(cfg.eval.batch_size // ctx.world_size, 1),
+        num_workers=cfg.data.num_workers, collate_fn=collate_fn,
+        pin_memory=ctx.device.type == "cuda",
+    )
+    items: Iterable[Any] = _progress(loader, len(loader), desc, cfg, ctx, progress)
+    if batches is not None:
+        items = batches(items)
+    try:
+        return extract_features(fn, items, device=ctx.device,
+                                amp_dtype=autocast_dtype(cfg.train.amp, ctx.device))
+    except ValueError as exc:
+        if "yielded no batches" not in str(exc):  # every batch was dropped by ``batches``
+            raise
+        return empty
 
 
 @contextlib.contextmanager
