@@ -28,17 +28,6 @@ EPILOG = """examples:
   varcon report runs/VARCON runs/SUPCON runs/CE --output reports/cmp
 overrides are key=value with dotted keys (optim.lr=0.1, data.augment_params.hflip_p=0)."""
 
-EVAL_HELP = {
-    "linear": "linear probe of a checkpoint's frozen encoder (saves the classifier)",
-    "knn": "weighted kNN accuracy of a checkpoint's features",
-    "cluster": "clustering scores (agglomerative, k-means) and class-centroid similarity",
-    "fewshot": "N-way K-shot episodes on frozen features",
-    "transfer": "linear probe on another dataset (data.dataset=... data.root=...)",
-    "robustness": "accuracy of encoder + probe on corrupted test images",
-    "finetune": "fine-tune encoder + linear head end to end (cross-entropy, lower encoder lr)",
-}
-
-
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="varcon", description="Variational supervised contrastive learning.",
@@ -51,16 +40,7 @@ def _parser() -> argparse.ArgumentParser:
     pre.add_argument("--output-dir", help="run directory (default runs/<name>-<timestamp>)")
     pre.add_argument("--resume", help="continue the run in this directory from its last.pt")
     pre.add_argument("overrides", nargs="*", metavar="key=value")
-    for name, text in EVAL_HELP.items():
-        ev = sub.add_parser(name, help=text, description=text)
-        ev.add_argument("--checkpoint", required=True,
-                        help="a run directory or a checkpoint file (checkpoints/last.pt)")
-        ev.add_argument("--output-dir", help="where results go (default: RUN_DIR/eval)")
-        if name == "robustness":
-            ev.add_argument("--baseline", help="run directory whose robustness.json is the "
-                            "baseline of mCE / relative mCE")
-        ev.add_argument("overrides", nargs="*", metavar="key=value",
-                        help="evaluation (knn.k=[20,200]) or data (data.root=...) settings")
+    _add_evaluation_parsers(sub)
     fig = sub.add_parser("figures", help="PNG figures of a run (tau2, curves, t-SNE, ...)")
     fig.add_argument("run_dir")
     fig.add_argument("--output-dir", help="default: RUN_DIR/figures")
@@ -76,6 +56,21 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("configs", help="list the shipped configs")
     _add_export_parsers(sub)
     return parser
+
+
+def _add_evaluation_parsers(sub: argparse._SubParsersAction) -> None:
+    """One subcommand per registered evaluation protocol (``varcon.evaluation``)."""
+    from varcon.evaluation import all_protocols
+
+    for spec in all_protocols():
+        ev = sub.add_parser(spec.name, help=spec.help, description=spec.help)
+        ev.add_argument("--checkpoint", required=True,
+                        help="a run directory or a checkpoint file (checkpoints/last.pt)")
+        ev.add_argument("--output-dir", help="where results go (default: RUN_DIR/eval)")
+        for option in spec.options:
+            ev.add_argument(option.flag, dest=option.dest, help=option.help)
+        ev.add_argument("overrides", nargs="*", metavar="key=value",
+                        help="evaluation (knn.k=[20,200]) or data (data.root=...) settings")
 
 
 def _add_export_parsers(sub: argparse._SubParsersAction) -> None:
@@ -158,10 +153,12 @@ def _flatten(prefix: str, value: object, rows: list[tuple[str, str]]) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    from varcon.evaluation import get_protocol
     from varcon.evaluation.commands import evaluate_checkpoint
 
+    options = {o.dest: getattr(args, o.dest) for o in get_protocol(args.command).options}
     out = evaluate_checkpoint(args.command, args.checkpoint, args.overrides, args.output_dir,
-                              baseline=getattr(args, "baseline", None))
+                              **options)
     if int(os.environ.get("RANK", "0")) == 0:
         rows: list[tuple[str, str]] = []
         results = dict(out["results"])
@@ -259,11 +256,12 @@ def _configs() -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from varcon.engine import TrainingDiverged, TrainingInterrupted
+    from varcon.evaluation import protocol_names
 
     try:
         if args.command == "pretrain":
             return _pretrain(args)
-        if args.command in EVAL_HELP:
+        if args.command in protocol_names():
             return _evaluate(args)
         if args.command == "figures":
             return _figures(args)

@@ -12,34 +12,11 @@ from typing import Any
 
 from .knn import knn_evaluate
 from .linear import run_linear
-from .protocols import run_cluster, run_fewshot, run_knn, run_transfer
+from .protocols import run_cluster, run_knn
+from .registry import get_protocol
 from .session import EvalSession, eval_session
 
-__all__ = ["PROTOCOLS", "evaluate_after_pretrain", "evaluate_checkpoint", "online_knn"]
-
-PROTOCOLS = ("linear", "knn", "cluster", "fewshot", "transfer", "robustness", "finetune")
-
-
-def _run(protocol: str, session: EvalSession, baseline: str | None) -> dict[str, Any]:
-    if protocol == "linear":
-        return run_linear(session)
-    if protocol == "knn":
-        return run_knn(session)
-    if protocol == "cluster":
-        return run_cluster(session)
-    if protocol == "fewshot":
-        return run_fewshot(session)
-    if protocol == "transfer":
-        return run_transfer(session)
-    if protocol == "finetune":
-        from .finetune import run_finetune
-
-        return run_finetune(session)
-    if protocol == "robustness":
-        from .robustness import run_robustness  # needs the optional corruptions package
-
-        return run_robustness(session, baseline=baseline)
-    raise ValueError(f"unknown evaluation {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
+__all__ = ["evaluate_after_pretrain", "evaluate_checkpoint", "online_knn"]
 
 
 def evaluate_checkpoint(
@@ -47,18 +24,20 @@ def evaluate_checkpoint(
     checkpoint: str | Path,
     overrides: list[str] | None = None,
     output_dir: str | Path | None = None,
-    *,
-    baseline: str | None = None,
+    **options: Any,
 ) -> dict[str, Any]:
-    """Run one evaluation protocol on a checkpoint (file or run directory).
+    """Run one registered evaluation protocol (:func:`~varcon.evaluation.protocol_names`) on
+    a checkpoint (file or run directory).
 
-    Returns ``{"results": ..., "output_dir": ..., "protocol": ...}`` (results on rank 0).
+    ``options`` are the protocol's own command-line options by name (robustness:
+    ``baseline=RUN_DIR``); ``None`` values are ignored. Returns ``{"results": ...,
+    "output_dir": ..., "protocol": ..., "eval_dataset": ...}`` (results on rank 0).
     """
-    if protocol not in PROTOCOLS:
-        raise ValueError(f"unknown evaluation {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
+    spec = get_protocol(protocol)  # ValueError naming the protocols
+    kwargs = spec.check_options(options)  # before any work
     with eval_session(checkpoint, overrides, output_dir) as session:
         session.prepare_output()
-        results = _run(protocol, session, baseline)
+        results = spec.run_function()(session, **kwargs)
         return {"protocol": protocol, "results": results, "output_dir": str(session.out_dir),
                 "eval_dataset": session.context()["eval_dataset"]}
 

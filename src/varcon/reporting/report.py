@@ -15,7 +15,6 @@ import json
 import math
 import os
 import re
-import shlex
 import statistics
 import time
 from collections.abc import Sequence
@@ -23,10 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from varcon.evaluation.registry import get_protocol
+
 from . import render
 from .figures import MANIFEST_NAME, PlotsNotInstalledError, make_figures, read_manifest
 from .runs import (
-    EVAL_PROTOCOLS,
     IGNORED_CONFIG_KEYS,
     NotARunError,
     Run,
@@ -35,17 +35,14 @@ from .runs import (
     flatten_config,
     load_run,
     number,
+    report_protocols,
 )
 
 __all__ = ["ReportResult", "build_report", "evaluation_command", "group_runs", "run_metrics"]
 
 NOT_RUN = "not run"
 NOT_REPORTED = "–"  # the evaluation ran but did not report this value
-MAIN_CLUSTER_ALGORITHMS = ("kmeans", "agglomerative_ward")
-MAIN_CLUSTER_SCORES = ("ari", "nmi")
 _UNSET = "(unset)"
-_SCORE_ORDER = ("ari", "nmi", "ami", "purity")
-_SCORE_LABELS = {"ari": "ARI", "nmi": "NMI", "ami": "AMI"}
 
 
 @dataclass(frozen=True)
@@ -69,14 +66,9 @@ class ReportResult:
 
 def evaluation_command(protocol: str, run_dir: str | os.PathLike[str],
                        target: str | None = None) -> str:
-    """The command that writes ``protocol``'s eval JSON for ``run_dir``."""
-    run = shlex.quote(str(run_dir))
-    if protocol == "transfer":
-        return (f"varcon transfer --checkpoint {run} data.dataset={target or '...'} "
-                "data.root=...")
-    if protocol not in EVAL_PROTOCOLS:
-        raise ValueError(f"unknown evaluation {protocol!r}; expected one of {EVAL_PROTOCOLS}")
-    return f"varcon {protocol} --checkpoint {run}"
+    """The command that writes ``protocol``'s eval JSON for ``run_dir`` (``target``: of a
+    protocol with one file per target, e.g. transfer's dataset)."""
+    return get_protocol(protocol).command(str(run_dir), target)
 
 
 def checkpoint_folder(run: Run) -> Path:
@@ -107,98 +99,26 @@ def checkpoint_folder(run: Run) -> Path:
 class Column:
     key: str
     label: str
-    eval_key: str  # Run.evals key whose absence means "not run" ("transfer" = any transfer)
+    eval_key: str  # Run.evals key whose absence means "not run" ("transfer" = any target)
     decimals: int
     main: bool
     order: tuple[Any, ...]
 
 
-def _k_order(k: str) -> tuple[int, Any]:
-    return (0, int(k)) if k.isdigit() else (1, k)
-
-
 def _run_values(run: Run) -> dict[Column, float]:
-    """Every number a run's eval JSONs report, keyed by the column it belongs to."""
+    """Every number a run's eval JSONs report, keyed by the column it belongs to: each
+    registered protocol's columns (``ProtocolSpec.report_values``), in report order."""
     values: dict[Column, float] = {}
-
-    def put(col: Column, value: Any) -> None:
-        v = number(value)
-        if v is not None:
-            values[col] = v
-
-    if (env := run.evals.get("linear")) is not None:
-        res = env["results"]
-        put(Column("linear.top1", "linear top-1 (%)", "linear", 2, True, (0, 0)), res.get("top1"))
-        put(Column("linear.top5", "linear top-5 (%)", "linear", 2, True, (0, 1)), res.get("top5"))
-    if (env := run.evals.get("finetune")) is not None:
-        res = env["results"]
-        put(Column("finetune.top1", "fine-tune top-1 (%)", "finetune", 2, True, (0.5, 0)),
-            res.get("top1"))
-        put(Column("finetune.top5", "fine-tune top-5 (%)", "finetune", 2, False, (0.5, 1)),
-            res.get("top5"))
-    if (env := run.evals.get("knn")) is not None:
-        res = env["results"]
-        for which, main in (("top1", True), ("top5", False)):
-            by_k = res.get(which)
-            if isinstance(by_k, dict):
-                for k, v in by_k.items():
-                    put(Column(f"knn.{which}.{k}", f"kNN {which.replace('top', 'top-')} k={k} (%)",
-                               "knn", 2, main, (1, which, *_k_order(str(k)))), v)
-            else:
-                put(Column(f"knn.{which}", f"kNN {which.replace('top', 'top-')} (%)", "knn", 2,
-                           main, (1, which, 0, 0)), by_k)
-    if (env := run.evals.get("cluster")) is not None:
-        res = env["results"]
-        algorithms = res.get("algorithms")
-        if isinstance(algorithms, dict):
-            for alg, scores in algorithms.items():
-                if not isinstance(scores, dict):
-                    continue
-                alg_rank = (MAIN_CLUSTER_ALGORITHMS.index(alg) if alg in MAIN_CLUSTER_ALGORITHMS
-                            else len(MAIN_CLUSTER_ALGORITHMS))
-                for score, v in scores.items():
-                    main = alg in MAIN_CLUSTER_ALGORITHMS and score in MAIN_CLUSTER_SCORES
-                    score_rank = (_SCORE_ORDER.index(score) if score in _SCORE_ORDER
-                                  else len(_SCORE_ORDER))
-                    put(Column(f"cluster.{alg}.{score}",
-                               f"{_SCORE_LABELS.get(score, score)} {alg}", "cluster", 3, main,
-                               (2, alg_rank, alg, score_rank, score)), v)
-        for key in ("centroid_similarity_offdiag_mean", "centroid_similarity_offdiag_max"):
-            label = "centroid cosine off-diagonal " + key.rsplit("_", 1)[1]
-            put(Column(f"cluster.{key}", label, "cluster", 3, False, (2, 9, key)), res.get(key))
-    if (env := run.evals.get("fewshot")) is not None:
-        tasks = env["results"].get("tasks")
-        for task in tasks if isinstance(tasks, list) else []:
-            if not isinstance(task, dict):
-                continue
-            n, k, clf = task.get("n_way"), task.get("k_shot"), task.get("classifier", "?")
-            name = f"{n}-way {k}-shot {clf}"
-            order = (3, number(n) or 0, number(k) or 0, str(clf))
-            put(Column(f"fewshot.{n}w{k}s.{clf}", f"few-shot {name} (%)", "fewshot", 2, True,
-                       order), task.get("mean"))
-            put(Column(f"fewshot.{n}w{k}s.{clf}.ci95", f"few-shot {name} 95% CI", "fewshot", 2,
-                       False, (*order, "ci")), task.get("ci95"))
-    for key in sorted(k for k in run.evals if k.startswith("transfer:")):
-        target = key.split(":", 1)[1]
-        res = run.evals[key]["results"]
-        put(Column(f"transfer.{target}.top1", f"transfer → {target} top-1 (%)", key, 2, True,
-                   (4, target, 1)), res.get("top1"))
-        put(Column(f"transfer.{target}.top5", f"transfer → {target} top-5 (%)", key, 2, False,
-                   (4, target, 5)), res.get("top5"))
-    if (env := run.evals.get("robustness")) is not None:
-        res = env["results"]
-        put(Column("robustness.mca", "mean corruption accuracy (%)", "robustness", 2, True,
-                   (5, 0)), res.get("mean_corruption_accuracy"))
-        put(Column("robustness.relative_mce", "relative mCE (%)", "robustness", 2, True, (5, 1)),
-            res.get("relative_mce"))
-        put(Column("robustness.mce", "mCE (%)", "robustness", 2, False, (5, 2)), res.get("mce"))
-        put(Column("robustness.clean_top1", "clean top-1 (robustness) (%)", "robustness", 2,
-                   False, (5, 3)), res.get("clean_top1"))
-        per = res.get("per_corruption")
-        for corruption, by_sev in (per.items() if isinstance(per, dict) else []):
-            if isinstance(by_sev, dict):
-                put(Column(f"robustness.{corruption}", f"{corruption} mean (%)", "robustness", 2,
-                           False, (5, 4, str(corruption))), by_sev.get("mean"))
+    for rank, spec in enumerate(report_protocols()):
+        keys = (sorted(k for k in run.evals if k.startswith(f"{spec.name}:")) if spec.per_target
+                else [spec.name] if spec.name in run.evals else [])
+        for key in keys:
+            target = key.split(":", 1)[1] if spec.per_target else None
+            for col in spec.report_values(run.evals[key]["results"], target):
+                value = number(col.value)
+                if value is not None:
+                    values[Column(col.key, col.label, key, col.decimals, col.main,
+                                  (spec.report_order, rank, *col.order))] = value
     return values
 
 
@@ -212,13 +132,6 @@ def run_metrics(run: Run) -> dict[str, float]:
     return {col.key: value for col, value in _run_values(run).items()}
 
 
-_PROTOCOL_LABELS = {"linear": "linear probe", "finetune": "fine-tuning", "knn": "kNN",
-                    "cluster": "clustering", "fewshot": "few-shot", "transfer": "transfer",
-                    "robustness": "robustness"}
-_PROTOCOL_ORDER = {"linear": 0, "finetune": 0.5, "knn": 1, "cluster": 2, "fewshot": 3,
-                   "transfer": 4, "robustness": 5}
-
-
 def _columns(values: list[dict[Column, float]]) -> list[Column]:
     """Union of the runs' columns, plus one "not run" column per evaluation no run has."""
     seen: dict[str, Column] = {}
@@ -226,10 +139,10 @@ def _columns(values: list[dict[Column, float]]) -> list[Column]:
         for col in run_values:
             seen.setdefault(col.key, col)
     present = {c.eval_key.split(":")[0] for c in seen.values()}
-    for protocol in EVAL_PROTOCOLS:
-        if protocol not in present:
-            seen[f"{protocol}.none"] = Column(f"{protocol}.none", _PROTOCOL_LABELS[protocol],
-                                              protocol, 2, True, (_PROTOCOL_ORDER[protocol],))
+    for rank, spec in enumerate(report_protocols()):
+        if spec.name not in present:
+            seen[f"{spec.name}.none"] = Column(f"{spec.name}.none", spec.display_name,
+                                               spec.name, 2, True, (spec.report_order, rank))
     return sorted(seen.values(), key=_sort_key)
 
 
@@ -239,9 +152,9 @@ def _sort_key(col: Column) -> tuple[Any, ...]:
 
 
 def _has_eval(run: Run, eval_key: str) -> bool:
-    if eval_key == "transfer":
-        return any(k.startswith("transfer:") for k in run.evals)
-    return eval_key in run.evals
+    """Whether ``run`` has the results of ``eval_key``; a per-target protocol's name (e.g.
+    ``transfer``) stands for any of its targets."""
+    return eval_key in run.evals or any(k.startswith(f"{eval_key}:") for k in run.evals)
 
 
 # ----------------------------------------------------------------------------- grouping
@@ -415,10 +328,8 @@ def _run_figures(run: Run, name: str, folder: str, output_dir: Path, warnings: l
 def _figure_blocks(run: Run, name: str, label: str, dest: Path, manifest: dict[str, Any] | None,
                    output_dir: Path) -> list[render.Block]:
     blocks: list[render.Block] = [render.Heading(3, f"{name} ({label})")]
-    loss = run.config.get("loss") if isinstance(run.config.get("loss"), dict) else {}
-    optim = run.config.get("optim") if isinstance(run.config.get("optim"), dict) else {}
-    data = run.config.get("data") if isinstance(run.config.get("data"), dict) else {}
-    model = run.config.get("model") if isinstance(run.config.get("model"), dict) else {}
+    loss, optim, data, model = (section if isinstance(section := run.config.get(key), dict)
+                                else {} for key in ("loss", "optim", "data", "model"))
     blocks.append(render.Para(
         f"Run {run.path}: method {run.method}, seed {run.seed}, dataset {data.get('dataset')}, "
         f"encoder {model.get('encoder')}, τ1 = {loss.get('temperature')}, "
@@ -543,24 +454,26 @@ def build_report(run_dirs: Sequence[str | os.PathLike[str]], output_dir: str | o
     else:
         blocks.append(render.Para("No run could be read; see the problems below."))
 
-    transfer_targets = sorted({k.split(":", 1)[1] for r in runs for k in r.evals
-                               if k.startswith("transfer:")})
+    specs = report_protocols()
+    targets = {spec.name: sorted({k.split(":", 1)[1] for r in runs for k in r.evals
+                                  if k.startswith(f"{spec.name}:")})
+               for spec in specs if spec.per_target}
     missing: list[tuple[str, str | None]] = []
     elsewhere = False  # a command names the folder a run was trained in, not the run's own
     for run in runs:
         source = checkpoint_folder(run)
         count = len(missing)
-        for protocol in EVAL_PROTOCOLS:
-            if protocol == "transfer":
-                targets = transfer_targets or [None]
-                for target in targets:
-                    if target is None or f"transfer:{target}" not in run.evals:
-                        what = f"transfer to {target}" if target else "transfer"
+        for spec in specs:
+            if spec.per_target:  # one line per target some run has, or one for any target
+                choices: list[str | None] = [*targets[spec.name]] or [None]
+                for target in choices:
+                    if target is None or f"{spec.name}:{target}" not in run.evals:
+                        what = f"{spec.display_name} to {target}" if target else spec.display_name
                         missing.append((f"{names[run.path]}: {what} {NOT_RUN}:",
-                                        evaluation_command("transfer", source, target)))
-            elif protocol not in run.evals:
-                missing.append((f"{names[run.path]}: {_PROTOCOL_LABELS[protocol]} {NOT_RUN}:",
-                                evaluation_command(protocol, source)))
+                                        spec.command(str(source), target)))
+            elif spec.name not in run.evals:
+                missing.append((f"{names[run.path]}: {spec.display_name} {NOT_RUN}:",
+                                spec.command(str(source))))
         elsewhere |= source != run.path and len(missing) > count
     if missing:
         blocks.append(render.Heading(2, "Evaluations not run"))

@@ -18,9 +18,9 @@ from typing import Any
 import yaml
 
 from varcon._atomic import atomic_write_bytes, atomic_write_text
+from varcon.evaluation.registry import ProtocolSpec, all_protocols
 
 __all__ = [
-    "EVAL_PROTOCOLS",
     "IGNORED_CONFIG_KEYS",
     "NotARunError",
     "Run",
@@ -30,9 +30,8 @@ __all__ = [
     "load_run",
     "read_eval_files",
     "read_metrics",
+    "report_protocols",
 ]
-
-EVAL_PROTOCOLS = ("linear", "finetune", "knn", "cluster", "fewshot", "transfer", "robustness")
 
 # Config keys that do not change a run's results: bookkeeping (names, paths, devices, progress
 # display, worker and cache settings, how often files are written). Runs whose configs differ only
@@ -55,7 +54,8 @@ IGNORED_CONFIG_KEYS: frozenset[str] = frozenset({
     "data.download",
 })
 
-_TRANSFER_RE = re.compile(r"^transfer_(.+)\.json$")
+# Older runs kept these results in the run directory itself (eval/ is preferred).
+_LEGACY_ROOT_FILES = ("linear", "knn")
 # Re-running an evaluation keeps the earlier file as <stem>-<YYYYmmdd-HHMMSS>[-n].json: not current.
 _KEPT_COPY_RE = re.compile(r"-\d{8}-\d{6}(?:-\d+)?$")
 
@@ -80,9 +80,10 @@ class NotARunError(ValueError):
 class Run:
     """One run directory as read from disk.
 
-    ``evals`` maps an evaluation key to its JSON envelope: ``"linear"``, ``"knn"``,
-    ``"cluster"``, ``"fewshot"``, ``"robustness"`` and ``"transfer:<target>"`` (one per
-    ``eval/transfer_<target>.json``). ``eval_files`` maps the same keys to the file read.
+    ``evals`` maps an evaluation key to its JSON envelope: the protocol's name (``"linear"``,
+    ``"knn"``, ...: every registered protocol, :func:`report_protocols`) and, for a protocol
+    with one file per target, ``"<name>:<target>"`` (``"transfer:cifar100"`` for
+    ``eval/transfer_cifar100.json``). ``eval_files`` maps the same keys to the file read.
     ``problems`` names eval files that exist but could not be used.
     """
 
@@ -174,10 +175,17 @@ def _read_eval(path: Path, protocol: str) -> tuple[dict[str, Any] | None, str | 
     return data, None
 
 
+def report_protocols() -> list[ProtocolSpec]:
+    """The registered evaluation protocols (:mod:`varcon.evaluation.registry`) in the
+    report's order: by ``report_order``, then registration."""
+    return sorted(all_protocols(), key=lambda spec: spec.report_order)
+
+
 def read_eval_files(run_dir: Path) -> tuple[dict[str, dict[str, Any]], dict[str, Path], list[str]]:
     """All eval JSONs of a run: (envelopes by key, files by key, problems).
 
-    ``eval/<protocol>.json`` is preferred; ``RUN_DIR/linear.json`` and ``RUN_DIR/knn.json``
+    Each registered protocol's ``eval/<file>`` (single-file protocols in report order, then
+    the per-target files of the others); ``RUN_DIR/linear.json`` and ``RUN_DIR/knn.json``
     (where older runs kept them) are the fallback.
     """
     evals: dict[str, dict[str, Any]] = {}
@@ -185,15 +193,18 @@ def read_eval_files(run_dir: Path) -> tuple[dict[str, dict[str, Any]], dict[str,
     problems: list[str] = []
     eval_dir = run_dir / "eval"
     candidates: list[tuple[str, str, Path]] = []
-    for protocol in ("linear", "finetune", "knn", "cluster", "fewshot", "robustness"):
-        candidates.append((protocol, protocol, eval_dir / f"{protocol}.json"))
-        if protocol in ("linear", "knn"):
-            candidates.append((protocol, protocol, run_dir / f"{protocol}.json"))
-    if eval_dir.is_dir():
-        for path in sorted(eval_dir.glob("transfer_*.json")):
-            match = _TRANSFER_RE.match(path.name)
-            if match and not _KEPT_COPY_RE.search(match.group(1)):
-                candidates.append((f"transfer:{match.group(1)}", "transfer", path))
+    specs = report_protocols()
+    for spec in specs:
+        if not spec.per_target:
+            candidates.append((spec.name, spec.name, eval_dir / spec.file))
+            if spec.name in _LEGACY_ROOT_FILES:
+                candidates.append((spec.name, spec.name, run_dir / spec.file))
+    for spec in specs:
+        if spec.per_target and eval_dir.is_dir():
+            for path in sorted(eval_dir.glob(spec.file)):
+                target = spec.match_file(path.name)
+                if target and not _KEPT_COPY_RE.search(target):
+                    candidates.append((f"{spec.name}:{target}", spec.name, path))
     for key, protocol, path in candidates:
         if key in evals or not path.is_file():
             continue
