@@ -11,6 +11,7 @@ from __future__ import annotations
 import inspect
 import math
 from collections.abc import Callable, Sequence
+from typing import cast
 
 import torch
 from torch.utils.data import Dataset, default_collate, get_worker_info
@@ -225,8 +226,9 @@ class SimAugment(_Composed):
             images = images.permute(1, 2, 0).contiguous().permute(2, 0, 1)
         elif not single and not images.is_contiguous(memory_format=torch.channels_last):
             images = images.contiguous(memory_format=torch.channels_last)
-        for r, row in enumerate(rows):
-            self.kernel(images if single else images[r // views_per_image], *row, out=out[r])
+        for r, (box, flip, jitter, factors, order, gray) in enumerate(rows):
+            self.kernel(images if single else images[r // views_per_image], box, flip, jitter,
+                        factors, order, gray, out=out[r])
         return out
 
     def views_from_file(self, encoded: EncodedImage, n_views: int,
@@ -245,8 +247,8 @@ class SimAugment(_Composed):
         gens = None if generator is None else [generator] * n_views
         if encoded.size is None:  # not a JPEG: its size needs a decode
             image = encoded.decode()
-            return self.render(image, self._draw_rows(n_views, *image.shape[1:], gens),
-                               out=out)
+            return self.render(image, self._draw_rows(n_views, image.shape[1], image.shape[2],
+                                                      gens), out=out)
         height, width = encoded.size
         rows = self._draw_rows(n_views, height, width, gens)
         reduce = 1
@@ -474,7 +476,8 @@ def build_transform(
     unknown = sorted(set(params) - set(valid))
     if unknown:
         raise ValueError(f"{kind}: unknown parameter(s) {unknown}; valid: {valid}")
-    return cls(image_size, mean=mean, std=std, **params)  # type: ignore[arg-type]
+    factory: Callable[..., _Composed] = cls  # (image_size, *, mean, std, **params)
+    return factory(image_size, mean=mean, std=std, **params)
 
 
 class MultiView:
@@ -589,9 +592,10 @@ class TransformedDataset(Dataset):
             return normalize_uint8(images, self._sim.mean, self._sim.std)  # names the error
         stats = self._stats.get(images.device)
         if stats is None:
-            stats = self._stats[images.device] = tuple(
+            mean, std = (
                 torch.tensor(v, dtype=torch.float32, device=images.device).view(-1, 1, 1)
                 for v in (self._sim.mean, self._sim.std))
+            stats = self._stats[images.device] = (mean, std)
         return _normalize(images, *stats)
 
     def __getstate__(self) -> dict:  # device tensors stay in this process
@@ -602,22 +606,22 @@ class TransformedDataset(Dataset):
     def __getitem__(self, index: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
         if isinstance(index, tuple) or self.uint8_views or (
                 self._sim is not None and isinstance(self.dataset, ImageFileDataset)):
-            return self.__getitems__([index])[0]  # type: ignore[list-item]
+            return self.__getitems__([index])[0]
         image, label = self.dataset[index]
         return self.transform(image), int(label)
 
     def __getitems__(self, keys: Sequence[int | tuple[int, int]]
                      ) -> list[tuple[torch.Tensor, int]]:
         seeded = len(keys) > 0 and isinstance(keys[0], tuple)
-        indices = [k[0] for k in keys] if seeded else list(keys)  # type: ignore[index]
+        pairs = cast("Sequence[tuple[int, int]]", keys)  # (index, seed) keys when seeded
+        indices = [k[0] for k in pairs] if seeded else cast("list[int]", list(keys))
         if self._sim is not None and isinstance(self.dataset, ImageFileDataset) and keys:
-            return self._file_items(indices, [int(k[1]) for k in keys]  # type: ignore[index]
-                                    if seeded else None)
+            return self._file_items(indices, [int(k[1]) for k in pairs] if seeded else None)
         items = [self.dataset[i] for i in indices]
         labels = [int(lab) for _, lab in items]
         images = [img for img, _ in items]
         if hasattr(self.transform, "apply_batch") and images:
-            gens = ([torch.Generator().manual_seed(int(k[1])) for k in keys]  # type: ignore[index]
+            gens = ([torch.Generator().manual_seed(int(k[1])) for k in pairs]
                     if seeded else None)
             groups: dict[tuple[int, ...], list[int]] = {}  # images of one size go together
             for pos, im in enumerate(images):
@@ -627,7 +631,7 @@ class TransformedDataset(Dataset):
             for members in groups.values():
                 batch = torch.stack([images[p] for p in members])
                 g = None if gens is None else [gens[p] for p in members]
-                out = self.transform.apply_batch(batch, g, **kwargs)  # type: ignore[attr-defined]
+                out = self.transform.apply_batch(batch, g, **kwargs)
                 for p, o in zip(members, out.unbind(0), strict=True):
                     outs[p] = o
             return list(zip(outs, labels, strict=True))
@@ -640,8 +644,8 @@ class TransformedDataset(Dataset):
         state = generator.get_state()
         results = []
         try:
-            for im, lab, key in zip(images, labels, keys, strict=True):
-                generator.manual_seed(int(key[1]))  # type: ignore[index]
+            for im, lab, key in zip(images, labels, pairs, strict=True):
+                generator.manual_seed(int(key[1]))
                 results.append((self.transform(im), lab))
         finally:
             generator.set_state(state)
@@ -676,7 +680,7 @@ class TransformedDataset(Dataset):
         as it is (no copy), anything else goes through ``default_collate``."""
         if isinstance(batch, ViewBatch):
             return [batch.views, batch.labels]
-        return default_collate(batch)
+        return default_collate(cast(list, batch))
 
     @property
     def targets(self) -> torch.Tensor:

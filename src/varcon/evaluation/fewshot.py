@@ -116,7 +116,7 @@ def sample_episodes(
     # random keys, argsorted: n_way distinct classes per episode in uniformly random order
     way_pos = np.argsort(rng.random((episodes, eligible.size)), axis=1)[:, :n_way]
     chosen = eligible[way_pos]  # [E, n_way] label values
-    picks = np.empty((episodes * n_way, per_class), dtype=np.int64)
+    picks: np.ndarray = np.empty((episodes * n_way, per_class), dtype=np.int64)
     flat = way_pos.reshape(-1)
     order = np.argsort(flat, kind="stable")  # (episode, way) slots grouped by class
     bounds = np.searchsorted(flat[order], np.arange(eligible.size + 1))

@@ -98,6 +98,7 @@ def _corruption_names(session: EvalSession, layout: str | None) -> list[str]:
     requested = session.cfg.robustness.corruptions
     valid = list(CORRUPTIONS) + list(EXTRA_CORRUPTIONS)
     if layout is not None:
+        assert session.cfg.robustness.root is not None  # the layout was detected in it
         valid = available_corruptions(session.cfg.robustness.root)
     if requested is None:
         return [c for c in CORRUPTIONS if c in valid]
@@ -137,8 +138,10 @@ def run_robustness(session: EvalSession, baseline: str | Path | None = None) -> 
         per[name] = {}
         for severity in rc.severities:
             if layout == "cifar-c":
+                assert rc.root is not None  # the layout was detected in it
                 dataset: Any = CifarCDataset(rc.root, name, severity)
             elif layout == "imagenet-c":
+                assert rc.root is not None
                 dataset = ImageNetCDataset(rc.root, name, severity, session.class_names)
             else:
                 dataset = CorruptedDataset(test_set, name, severity, seed=rc.seed)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -212,8 +213,8 @@ class _ClassLogitTerms(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(  # type: ignore[override]
-        ctx, z: Tensor, centroids: Tensor, mask_bias: Tensor | None, index: Tensor
+    def forward(
+        ctx: Any, z: Tensor, centroids: Tensor, mask_bias: Tensor | None, index: Tensor
     ) -> tuple[Tensor, Tensor, Tensor]:
         logits = _logits(z, centroids, mask_bias)
         logit_true = logits.gather(1, index[:, None]).squeeze(1)
@@ -227,8 +228,8 @@ class _ClassLogitTerms(torch.autograd.Function):
         return lse_other, logit_true, z @ centroid_sum
 
     @staticmethod
-    def backward(  # type: ignore[override]
-        ctx, grad_lse: Tensor, grad_true: Tensor, grad_sum: Tensor
+    def backward(
+        ctx: Any, grad_lse: Tensor, grad_true: Tensor, grad_sum: Tensor
     ) -> tuple[Tensor | None, None, None, None]:
         if not ctx.needs_input_grad[0]:
             return None, None, None, None

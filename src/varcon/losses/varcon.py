@@ -98,6 +98,10 @@ class VarConLoss(nn.Module):
         >>> loss = many(features, labels)  # then many.class_prototypes, many.class_seen
     """
 
+    # buffers of prototypes="ema" (registered in __init__)
+    class_prototypes: Tensor
+    class_seen: Tensor
+
     def __init__(
         self,
         temperature: float = 0.1,

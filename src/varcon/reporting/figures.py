@@ -172,7 +172,8 @@ class _Ctx:
         env = self.evals.get(key)
         if not env:
             return {}
-        info = {k: env[k] for k in ("features", "eval_dataset", "checkpoint") if k in env}
+        info: dict[str, Any] = {k: env[k] for k in ("features", "eval_dataset", "checkpoint")
+                                if k in env}
         if env.get("settings"):
             info["settings"] = env["settings"]
         return info
@@ -279,7 +280,7 @@ def _fig_tau2(ctx: _Ctx) -> None:
 
     fig = ctx.figure(figsize=(10, 4.8))
     ax = fig.add_subplot()
-    settings: dict[str, Any] = {}
+    settings = {}
     used: list[str] = []
     if arrays:
         epochs = sorted(arrays)
