@@ -33,10 +33,11 @@ def test_gpu_dtypes(monkeypatch, bf16):
 
 def test_training_and_evaluation_use_the_same_function():
     import varcon.engine.state as state
+    import varcon.evaluation.finetune as finetune
     import varcon.evaluation.session as session
 
-    assert state.autocast_dtype is autocast_dtype
-    assert session.autocast_dtype is autocast_dtype
+    for module in (state, session, finetune):
+        assert module.autocast_dtype is autocast_dtype, module.__name__
 
 
 def _flags() -> tuple[bool, bool, bool]:

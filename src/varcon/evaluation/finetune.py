@@ -27,11 +27,12 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from varcon.runtime.backend import autocast_dtype
 from varcon.runtime.config import FinetuneConfig
 
 from .linear import probe_accuracy
 from .results import save_array, write_result
-from .session import EvalSession, _amp_dtype
+from .session import EvalSession
 from .supervised import AugmentedTraining, SupervisedDiverged, train_on_augmented_images
 
 __all__ = ["FinetuneDiverged", "FinetuneModel", "finetune_param_groups", "run_finetune",
@@ -100,7 +101,7 @@ def train_finetune(session: EvalSession) -> tuple[FinetuneModel, dict[str, list[
         # would be noisy (or fail, for BatchNorm1d layers).
         drop_last=len(session.data.dataset) >= per_rank * ctx.world_size)
     history = train_on_augmented_images(session, wrapped, optimizer, settings,
-                                        amp_dtype=_amp_dtype(cfg, ctx.device),
+                                        amp_dtype=autocast_dtype(cfg.train.amp, ctx.device),
                                         error=FinetuneDiverged)
     return model.eval(), history
 
