@@ -254,6 +254,13 @@ def _configs() -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from varcon.cli.plugins import PluginError, load_plugins
+
+    try:  # before parsing: a plugin may add evaluation commands
+        load_plugins()
+    except PluginError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return 2
     args = _parser().parse_args(argv)
     from varcon.engine import TrainingDiverged, TrainingInterrupted
     from varcon.evaluation import protocol_names
