@@ -210,7 +210,7 @@ class EncodedImage:
         self.channels = _check_channels(channels)
         self.size: tuple[int, int] | None = None
         try:
-            with Image.open(io.BytesIO(data.numpy())) as im:  # header only
+            with Image.open(io.BytesIO(data.numpy().tobytes())) as im:  # header only
                 if im.format == "JPEG":
                     self.size = (im.size[1], im.size[0])
         except (OSError, ValueError):
@@ -232,7 +232,7 @@ class EncodedImage:
                 raise ValueError(f"reduce must be 1, 2, 4 or 8, got {reduce}")
             height, width = self.size
             mode = _PIL_MODES[self.channels]
-            with Image.open(io.BytesIO(self.data.numpy())) as im:
+            with Image.open(io.BytesIO(self.data.numpy().tobytes())) as im:
                 im.draft(mode, (-(-width // reduce), -(-height // reduce)))
                 arr = np.array(im.convert(mode), dtype=np.uint8)  # [H', W'(, 3)]
         except (OSError, RuntimeError, ValueError) as e:
@@ -284,7 +284,7 @@ def _decode_data(data: torch.Tensor, path: str | os.PathLike, channels: int = 3
     try:
         image = decode_image(data, mode=_READ_MODES[channels])
     except RuntimeError:
-        with Image.open(io.BytesIO(data.numpy())) as im:
+        with Image.open(io.BytesIO(data.numpy().tobytes())) as im:
             if im.mode in ("I;16", "I;16B", "I;16L", "I"):
                 arr = np.asarray(im, dtype=np.int64)
                 # 16-bit samples: keep the high byte (same as scaling by 255/65535).
@@ -636,6 +636,7 @@ def _load_imagefolder(root: str | os.PathLike | None, split: str, image_size: in
             for old in cdir.glob(f"{prefix}*.pt"):  # caches of an older tree
                 if old != file:
                     old.unlink(missing_ok=True)
+        assert targets is not None  # read with the images, or decoded with them
         info = DatasetInfo("imagefolder", len(classes), list(classes), int(images.shape[1]),
                            int(images.shape[2]), *_imagenet_stats(int(images.shape[1])))
         ds = TensorImageDataset(images, targets, info)
@@ -813,7 +814,8 @@ def compute_mean_std(
             pass
     m = min(n, max_samples)
     idx = np.linspace(0, n - 1, m).round().astype(np.int64)
-    total = sq = None
+    total: torch.Tensor | None = None
+    sq: torch.Tensor | None = None
     count = 0
     images = getattr(dataset, "images", None)
     for start in range(0, m, 1024):
@@ -824,17 +826,17 @@ def compute_mean_std(
             s2 = (batch * batch).sum(dim=(0, 2, 3))
             pix = batch.shape[0] * batch.shape[2] * batch.shape[3]
         else:
-            s = s2 = None
+            s = s2 = torch.zeros((), dtype=torch.float64)
             pix = 0
             for i in chunk.tolist():
                 img = dataset[i][0].double()
-                s = img.sum(dim=(1, 2)) if s is None else s + img.sum(dim=(1, 2))
-                s2 = (img * img).sum(dim=(1, 2)) if s2 is None else s2 + (img * img).sum(
-                    dim=(1, 2))
+                s = s + img.sum(dim=(1, 2))
+                s2 = s2 + (img * img).sum(dim=(1, 2))
                 pix += img.shape[1] * img.shape[2]
         total = s if total is None else total + s
         sq = s2 if sq is None else sq + s2
         count += pix
+    assert total is not None and sq is not None  # m >= 1: at least one chunk
     mean_t = total / count
     std_t = (sq / count - mean_t * mean_t).clamp_min(0).sqrt()
     mean = tuple(float(v) / 255.0 for v in mean_t)

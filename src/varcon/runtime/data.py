@@ -60,7 +60,8 @@ def build_split(cfg: Config, split: str, ctx: DistContext | None = None) -> Any:
     return dataset if ctx.is_main else load()
 
 
-def _channels(values: list[float] | None, default: tuple[float, ...], channels: int):
+def _channels(values: list[float] | None, default: tuple[float, ...],
+              channels: int) -> tuple[float, ...]:
     if values is None:
         return tuple(default)
     if len(values) == 1:

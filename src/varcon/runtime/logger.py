@@ -30,8 +30,8 @@ class RunLogger:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:  # tensorboard missing: metrics.jsonl still records everything
-                SummaryWriter = None
-            if SummaryWriter is not None:
+                pass
+            else:
                 self.tb = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
 
     def log_epoch(self, record: dict[str, Any]) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -69,7 +71,7 @@ class LARS(torch.optim.Optimizer):
 
     def __init__(
         self,
-        params,
+        params: Any,
         lr: float,
         momentum: float = 0.9,
         weight_decay: float = 0.0,
@@ -83,7 +85,7 @@ class LARS(torch.optim.Optimizer):
         super().__init__(params, defaults)
 
     @torch.no_grad()
-    def step(self, closure=None):  # type: ignore[override]
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
         loss = None
         if closure is not None:
             with torch.enable_grad():
