@@ -6,15 +6,36 @@ import pytest
 import torch
 
 from varcon.engine.pretrain import pretrain
-from varcon.runtime.backend import autocast_dtype, torch_settings
+from varcon.runtime.backend import autocast_dtype, grad_scaler, torch_settings
 from varcon.runtime.config import load_config
 
 CPU, GPU = torch.device("cpu"), torch.device("cuda", 0)
 
 
-@pytest.mark.parametrize("amp", ["auto", "off", "bf16", "fp16"])
-def test_no_autocast_on_cpu(amp):
+@pytest.mark.parametrize("amp", ["auto", "off"])
+def test_auto_and_off_are_no_autocast_on_cpu(amp):
+    # auto stays off on a CPU: the quickstart (train.amp=auto) is float32, bit for bit
     assert autocast_dtype(amp, CPU) is None
+
+
+def test_explicit_modes_autocast_on_cpu():
+    assert autocast_dtype("bf16", CPU) is torch.bfloat16
+    assert autocast_dtype("fp16", CPU) is torch.float16
+
+
+@pytest.mark.parametrize("amp", ["auto", "off", "bf16", "fp16"])
+def test_no_autocast_on_other_devices(amp):
+    assert autocast_dtype(amp, torch.device("meta")) is None
+
+
+@pytest.mark.filterwarnings("ignore:torch.cuda.amp.GradScaler is enabled:UserWarning")
+@pytest.mark.parametrize("device", [CPU, GPU], ids=["cpu", "cuda"])
+def test_grad_scaler_for_float16_only_and_of_the_device_type(device):
+    assert grad_scaler(torch.float16, device).is_enabled() == (
+        device.type == "cpu" or torch.cuda.is_available())  # a CUDA scaler needs CUDA
+    assert grad_scaler(torch.float16, device)._device == device.type
+    for dtype in (None, torch.bfloat16):
+        assert not grad_scaler(dtype, device).is_enabled()
 
 
 @pytest.mark.parametrize("bf16", [True, False], ids=["bf16-gpu", "older-gpu"])

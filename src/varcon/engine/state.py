@@ -23,7 +23,7 @@ from varcon.data import MultiView, TransformedDataset
 from varcon.methods import MethodSpec, get_method
 from varcon.models import Network, build_network_from_spec
 from varcon.models.weights import load_encoder_weights, read_state_dict
-from varcon.runtime.backend import autocast_dtype
+from varcon.runtime.backend import autocast_dtype, grad_scaler
 from varcon.runtime.checkpoint import (
     checkpoint_path,
     has_checkpoint,
@@ -160,7 +160,7 @@ def build_run_state(cfg: Config, ctx: DistContext) -> RunState:
         min_lr_ratio=o.min_lr_ratio,
     )
     amp_dtype = autocast_dtype(cfg.train.amp, ctx.device)
-    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+    scaler = grad_scaler(amp_dtype, ctx.device)  # float16 only; "cpu" or "cuda" scaler
     return RunState(cfg, ctx, run_dir, data, sampler, train_set, loader, steps_per_epoch, spec,
                     net, method, loss_fn, optimizer, schedule, scaler, amp_dtype, memory_format)
 
