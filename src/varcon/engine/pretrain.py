@@ -21,7 +21,7 @@ from varcon.runtime.config import Config
 from varcon.runtime.distributed import DistContext, barrier, setup_distributed, teardown
 from varcon.runtime.logger import Progress, RunLogger
 
-from .records import EpochMeter, format_epoch
+from .records import EpochMeter, StepReader, format_epoch
 from .signals import StopOnSignal, TrainingDiverged, TrainingInterrupted
 from .state import (
     RunState,
@@ -63,13 +63,13 @@ def _pretrain(cfg: Config, ctx: DistContext) -> dict[str, Any]:
     # kNN, clustering and probe): its splits are loaded once, on first use.
     evaluation = EvalSession.from_network(cfg, run.net, run.data, ctx, run.run_dir / "eval",
                                           run.last_checkpoint)
-    divergence = _Divergence(cfg.train.max_nonfinite_steps)
+    # the host reads the device every train.log_every steps (every 10 without logging)
+    reader = StepReader(cfg.train.log_every or 10, cfg.train.max_nonfinite_steps, ctx.is_main)
     try:
         with StopOnSignal(ctx) as stop:
             for epoch in range(start_epoch, cfg.optim.epochs):
                 first_step = start_step if epoch == start_epoch else 0
-                record = train_one_epoch(run, model, epoch, first_step, stop, logger,
-                                         divergence)
+                record = train_one_epoch(run, model, epoch, first_step, stop, logger, reader)
                 if cfg.train.eval_every and (epoch + 1) % cfg.train.eval_every == 0:
                     # validation during pre-training: the encoder as it is now, kNN on test
                     record.update(online_knn(evaluation))
@@ -91,39 +91,42 @@ def _pretrain(cfg: Config, ctx: DistContext) -> dict[str, Any]:
 
 
 def train_one_epoch(run: RunState, model: nn.Module, epoch: int, first_step: int,
-                    stop: StopOnSignal, logger: RunLogger,
-                    divergence: _Divergence) -> dict[str, Any]:
+                    stop: StopOnSignal, logger: RunLogger, reader: StepReader) -> dict[str, Any]:
     """Train epoch ``epoch`` (0-based) from batch ``first_step``; returns its record and
-    writes its per-sample files (tau2) every ``train.tau2_every`` epochs."""
+    writes its per-sample files (tau2) every ``train.tau2_every`` epochs. The host reads
+    the device only every ``train.log_every`` steps (``reader``) and at the epoch's end."""
     cfg, ctx = run.cfg, run.ctx
     model.train()
     run.sampler.set_epoch(epoch, first_step)
     every = cfg.train.tau2_every
     meter = EpochMeter(keep_samples=ctx.is_main and every > 0 and (epoch + 1) % every == 0)
     lr = run.schedule(epoch * run.steps_per_epoch + first_step)
-    progress = Progress(run.steps_per_epoch - first_step, f"epoch {epoch + 1}/{cfg.optim.epochs}",
-                        mode=cfg.train.progress, enabled=ctx.is_main)
+    progress = Progress(run.steps_per_epoch - first_step,
+                        f"epoch {epoch + 1}/{cfg.optim.epochs}", mode=cfg.train.progress,
+                        enabled=ctx.is_main)
     t0 = time.perf_counter()
     for step, (images, labels) in enumerate(run.loader, start=first_step):
         if step >= run.steps_per_epoch:
             break
         global_step = epoch * run.steps_per_epoch + step
         lr = run.schedule.apply(run.optimizer, global_step)
-        result = train_step(run, model, images, labels)
+        result = train_step(run, model, images, labels, stop_requested=stop.signalled)
         meter.add(result)
-        if result.skipped:
-            divergence.skipped(run, epoch, step)
-        else:
-            divergence.reset()
-            values = dict(zip(result.keys, result.host, strict=True))
+        reader.add(epoch, step, result)
+        if reader.due(global_step, last_of_epoch=step + 1 == run.steps_per_epoch):
+            values = reader.read(result, run.last_checkpoint, cfg.optim.lr)
             fields = {"loss": values["loss"],
-                      **{short: values[key] for key, short in run.method.progress.items()},
-                      "img/s": meter.done * cfg.optim.batch_size
-                      / max(time.perf_counter() - t0, 1e-9)}
-            progress.update(**fields)
-            if ctx.is_main and cfg.train.log_every and global_step % cfg.train.log_every == 0:
+                      **{short: values[key] for key, short in run.method.progress.items()}}
+            progress.update(**fields, **{"img/s": meter.steps * cfg.optim.batch_size
+                                         / max(time.perf_counter() - t0, 1e-9)})
+            if (ctx.is_main and cfg.train.log_every and global_step % cfg.train.log_every == 0
+                    and not values["skipped"]):
                 logger.log_step(global_step, {"loss": values["loss"], "lr": lr})
-        if stop.requested():
+        else:
+            progress.update()
+        # one process: the signal itself; several: the flag all-reduced with the step's,
+        # as of the last read, so that every rank stops at the same step
+        if reader.stop_seen if ctx.distributed else stop.signalled:
             path = run.save("last.pt", epoch, step + 1)
             raise TrainingInterrupted(
                 f"received {stop.name}: saved {path} at epoch {epoch + 1}, step {step + 1}; "
@@ -134,29 +137,3 @@ def train_one_epoch(run: RunState, model: nn.Module, epoch: int, first_step: int
     if ctx.is_main:
         meter.write_samples(run.run_dir, epoch)
     return record
-
-
-class _Divergence:
-    """Counts consecutive skipped (non-finite) steps across epochs; too many stop training."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.consecutive = 0
-
-    def reset(self) -> None:
-        self.consecutive = 0
-
-    def skipped(self, run: RunState, epoch: int, step: int) -> None:
-        self.consecutive += 1
-        if run.ctx.is_main:
-            print(f"warning: non-finite loss at epoch {epoch + 1}, batch {step}: step skipped",
-                  flush=True)
-        if self.consecutive >= self.limit:
-            last = run.last_checkpoint
-            raise TrainingDiverged(
-                f"{self.consecutive} consecutive non-finite losses (last at epoch {epoch + 1}, "
-                f"batch {step}). Likely causes: a learning rate too high for this batch size "
-                f"(optim.lr={run.cfg.optim.lr}), fp16 overflow (try train.amp=bf16 or "
-                "train.amp=off), or corrupt input data. "
-                f"Last good checkpoint: {last if last.exists() else 'none'}"
-            )

@@ -8,9 +8,7 @@ import signal
 from types import TracebackType
 from typing import Any
 
-import torch
-
-from varcon.runtime.distributed import DistContext, all_reduce_sum
+from varcon.runtime.distributed import DistContext
 
 __all__ = ["StopOnSignal", "TrainingDiverged", "TrainingInterrupted"]
 
@@ -52,10 +50,8 @@ class StopOnSignal:
     def name(self) -> str:
         return signal.Signals(self.signum or signal.SIGTERM).name
 
-    def requested(self) -> bool:
-        """Whether any rank was signalled (all ranks must stop at the same step)."""
-        if not self.ctx.distributed:
-            return self.signum is not None
-        flag = torch.tensor([1.0 if self.signum is not None else 0.0], device=self.ctx.device)
-        all_reduce_sum(self.ctx, flag)
-        return bool(flag.item() > 0)
+    @property
+    def signalled(self) -> bool:
+        """Whether this process received SIGTERM/SIGINT (the loop all-reduces it with the
+        step's own flags when there are several processes: :mod:`varcon.engine.step`)."""
+        return self.signum is not None

@@ -81,6 +81,7 @@ class Progress:
         self.total = total
         self.desc = desc
         self.count = 0
+        self.fields: dict[str, float] = {}
         self.start = time.perf_counter()
         self.line_every = line_every or max(total // 4, 1)
         if self.enabled and use_bar:
@@ -89,12 +90,17 @@ class Progress:
             self.bar = tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True)
 
     def update(self, **fields: float) -> None:
+        """One step done; ``fields`` (when given) are shown from now on (the training loop
+        reads values from the device only every few steps)."""
         if not self.enabled:
             return
         self.count += 1
-        text = " ".join(f"{k}={v:.4g}" for k, v in fields.items())
+        if fields:
+            self.fields = fields
+        text = " ".join(f"{k}={v:.4g}" for k, v in self.fields.items())
         if self.bar is not None:
-            self.bar.set_postfix_str(text, refresh=False)
+            if fields:
+                self.bar.set_postfix_str(text, refresh=False)
             self.bar.update(1)
         elif self.count % self.line_every == 0 or self.count == self.total:
             print(f"{self.desc} [{self.count}/{self.total}] {text}", flush=True)
