@@ -1,96 +1,32 @@
 """The training step never waits for the device between reads.
 
-On a GPU, a host-device synchronisation (``.item()``, ``.tolist()``, ``bool(tensor)``, a copy
-to the CPU, an output whose shape depends on values) stops the host from queueing the next
-step while the device works. There is no GPU here, so a counting proxy stands in for
-``torch.cuda.set_sync_debug_mode("error")`` (which ``tests/gpu`` uses where CUDA exists):
-every tensor method or function that synchronises on an accelerator is wrapped to count its
-calls during training, except inside the DataLoader (data loading runs before the batch
-reaches the device) and at the one call site that is skipped on accelerators (the losses'
-CPU-only label-range check). Steps where the host reads the device (every
-``train.log_every`` steps and the last of an epoch) may synchronise; every other step must
-not, once.
+There is no GPU here, so a counting proxy of synchronising calls (``tests/synctools.py``)
+stands in for ``torch.cuda.set_sync_debug_mode("error")`` (``tests/gpu`` uses that where
+CUDA exists). Steps where the host reads the device (every ``train.log_every`` steps and the
+last of an epoch) may synchronise; every other step must not, once.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import sys
-from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-from torch.utils.data import dataloader
 
 import varcon.engine.pretrain as pretrain_mod
+from synctools import SyncCounter, install_sync_counter
 from varcon.engine.state import build_run_state
 from varcon.engine.step import train_step
 from varcon.methods import MethodSpec
 from varcon.runtime.config import load_config
 from varcon.runtime.distributed import setup_distributed
 
-# (owner, name): what synchronises on an accelerator
-SYNCING = [(torch.Tensor, name) for name in (
-    "item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__int__", "__index__",
-    "nonzero", "unique", "masked_select", "argwhere")] + [
-    (torch, name) for name in ("nonzero", "unique", "masked_select", "argwhere")]
-# call sites that never run on an accelerator (guarded by ``device.type == "cpu"``)
-ALLOWED_SITES = {("functional.py", "check_inputs")}
-
-
-class SyncCounter:
-    """Counts syncing calls while ``active`` and not paused, per step."""
-
-    def __init__(self) -> None:
-        self.active = False
-        self.paused = 0
-        self.step: int | None = None
-        self.counts: Counter[int] = Counter()
-        self.where: dict[int, list[str]] = {}
-
-    def hit(self, name: str) -> None:
-        if not self.active or self.paused or self.step is None:
-            return
-        frame = sys._getframe(2)
-        site = (Path(frame.f_code.co_filename).name, frame.f_code.co_name)
-        if site in ALLOWED_SITES:
-            return
-        self.counts[self.step] += 1
-        self.where.setdefault(self.step, []).append(f"{name} in {site[0]}:{site[1]}")
-
-    @contextlib.contextmanager
-    def pause(self) -> Iterator[None]:
-        self.paused += 1
-        try:
-            yield
-        finally:
-            self.paused -= 1
-
 
 @pytest.fixture
 def counter(monkeypatch: pytest.MonkeyPatch) -> SyncCounter:
-    c = SyncCounter()
-    for owner, name in SYNCING:
-        real = getattr(owner, name)
-
-        def wrapper(*args: Any, _real: Any = real, _name: str = name, **kwargs: Any) -> Any:
-            c.hit(_name)
-            with c.pause():  # a syncing call made by another one counts once
-                return _real(*args, **kwargs)
-
-        monkeypatch.setattr(owner, name, wrapper)
-    real_next = dataloader._BaseDataLoaderIter.__next__
-
-    def next_batch(self: Any) -> Any:
-        with c.pause():
-            return real_next(self)
-
-    monkeypatch.setattr(dataloader._BaseDataLoaderIter, "__next__", next_batch)
-    return c
+    return install_sync_counter(monkeypatch)
 
 
 def digits_config(tmp_path: Path, *overrides: str) -> Any:

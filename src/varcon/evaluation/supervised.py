@@ -21,6 +21,7 @@ the caller wraps the model in DDP. A non-finite loss stops the loop with
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -90,6 +91,7 @@ def train_on_augmented_images(
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
     criterion = nn.CrossEntropyLoss()
     history: dict[str, list[float]] = {"train_loss": [], "train_top1": []}
+    read_every = cfg.train.log_every or 10
     for epoch in range(s.epochs):
         sampler.set_epoch(epoch)
         loader = torch.utils.data.DataLoader(
@@ -98,7 +100,11 @@ def train_on_augmented_images(
         )
         bar = Progress(steps, f"{s.desc} {epoch + 1}/{s.epochs}", mode=cfg.train.progress,
                        enabled=ctx.is_main and s.epochs <= 20)
-        loss_sum, correct, seen = 0.0, 0.0, 0.0
+        # sums on the device (float64: the same sums as Python floats); the host reads the
+        # losses every `read_every` steps and at the epoch's end, not every step
+        sums = torch.zeros(2, dtype=torch.float64, device=ctx.device)  # loss * n, correct
+        seen = 0
+        window: list[tuple[int, torch.Tensor]] = []
         for step, (images, targets) in enumerate(loader):
             schedule.apply(optimizer, epoch * steps + step)
             images = images.to(ctx.device, non_blocking=True)
@@ -107,21 +113,34 @@ def train_on_augmented_images(
                                 enabled=amp_dtype is not None):
                 logits = forward(images)
             loss = criterion(logits.float(), targets)
-            if not torch.isfinite(loss):
-                raise error(f"{s.desc} loss is {float(loss.detach())} at epoch {epoch + 1}, "
-                            f"step {step + 1}; {s.lr_hint}")
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
             n = targets.numel()
-            loss_sum += float(loss.detach()) * n
-            correct += float((logits.detach().argmax(1) == targets).sum())
+            sums += torch.stack([loss.detach().double() * n,
+                                 (logits.detach().argmax(1) == targets).sum().double()])
             seen += n
-            bar.update(loss=float(loss.detach()))
+            window.append((step, loss.detach()))
+            if step % read_every == 0 or step + 1 == steps:
+                losses = torch.stack([value for _, value in window]).tolist()
+                _stop_if_nonfinite(losses, [i for i, _ in window], epoch, s, error)
+                bar.update(loss=losses[-1])
+                window.clear()
+            else:
+                bar.update()
         bar.close()
-        totals = torch.tensor([loss_sum, correct, seen], dtype=torch.float64, device=ctx.device)
-        loss_sum, correct, seen = all_reduce_sum(ctx, totals).tolist()
-        history["train_loss"].append(loss_sum / max(seen, 1))
-        history["train_top1"].append(100.0 * correct / max(seen, 1))
+        totals = torch.cat([sums, sums.new_tensor([seen])])
+        loss_sum, correct, total = all_reduce_sum(ctx, totals).tolist()
+        history["train_loss"].append(loss_sum / max(total, 1))
+        history["train_top1"].append(100.0 * correct / max(total, 1))
     return history
+
+
+def _stop_if_nonfinite(losses: list[float], steps: list[int], epoch: int,
+                       s: AugmentedTraining, error: type[SupervisedDiverged]) -> None:
+    """Raise ``error`` at the first non-finite loss of a window of steps."""
+    for step, value in zip(steps, losses, strict=True):
+        if not math.isfinite(value):
+            raise error(f"{s.desc} loss is {value} at epoch {epoch + 1}, step {step + 1}; "
+                        f"{s.lr_hint}")
