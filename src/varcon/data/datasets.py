@@ -20,15 +20,16 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import operator
 import os
 import pickle
 import tempfile
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 import torch
@@ -59,6 +60,7 @@ __all__ = [
     "DatasetInfo",
     "EncodedImage",
     "ImageFileDataset",
+    "PathArray",
     "TensorImageDataset",
     "build_dataset",
     "compute_mean_std",
@@ -140,6 +142,83 @@ class TensorImageDataset(Dataset):
         return self.images[index], int(self.targets[index])
 
 
+class PathArray(Sequence[str]):
+    """File paths held as one NumPy byte buffer plus offsets, read as ``str``.
+
+    A Python list of N ``str`` objects is N separately reference-counted objects: a
+    forked DataLoader worker that reads them writes their reference counts, and copy-on-write
+    makes every page it touches private to that worker (at ImageNet-1K's 1,281,167 paths,
+    ~110 MB more per worker over one epoch; ``BENCHMARKS.md``). Here the paths are
+    ``os.fsencode``-d into one ``uint8`` buffer with ``int64`` offsets, two NumPy arrays whose
+    data no reader writes; item ``i`` is decoded back with ``os.fsdecode``, so any path
+    (non-ASCII, or undecodable bytes kept by ``surrogateescape``) round-trips exactly.
+
+    A read-only sequence: ``len``, ``paths[i]`` -> ``str``, ``paths[a:b]`` -> ``list[str]``,
+    iteration, ``in`` and ``.index`` (linear scans) as on the list it replaces.
+    """
+
+    __slots__ = ("_buffer", "_offsets")
+    _buffer: np.ndarray  # uint8, the fsencode-d paths end to end
+    _offsets: np.ndarray  # int64 [N + 1]: path i is _buffer[_offsets[i]:_offsets[i + 1]]
+
+    def __init__(self, paths: Sequence[str | os.PathLike] | PathArray) -> None:
+        if isinstance(paths, PathArray):
+            self._buffer, self._offsets = paths._buffer, paths._offsets
+            return
+        encoded = [os.fsencode(p) for p in paths]
+        offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
+        np.cumsum(np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded)),
+                  out=offsets[1:])
+        self._offsets = offsets
+        self._buffer = np.frombuffer(b"".join(encoded), dtype=np.uint8)
+
+    def __len__(self) -> int:
+        return len(self._offsets) - 1
+
+    def _item(self, index: int) -> str:
+        n = len(self)
+        if index < 0:
+            index += n
+        if not 0 <= index < n:
+            raise IndexError(f"path index {index} out of range for {n} paths")
+        start, end = self._offsets[index], self._offsets[index + 1]
+        return os.fsdecode(self._buffer[start:end].tobytes())
+
+    @overload
+    def __getitem__(self, index: int) -> str: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[str]: ...
+
+    def __getitem__(self, index: int | slice) -> str | list[str]:
+        if isinstance(index, slice):
+            return [self._item(i) for i in range(*index.indices(len(self)))]
+        return self._item(operator.index(index))
+
+    def __iter__(self) -> Iterator[str]:
+        for i in range(len(self)):
+            yield self._item(i)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, PathArray):
+            return (np.array_equal(self._offsets, other._offsets)
+                    and np.array_equal(self._buffer, other._buffer))
+        if isinstance(other, (list, tuple)):
+            return len(other) == len(self) and all(a == b for a, b in zip(self, other,
+                                                                          strict=True))
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # mutable-looking like the list it replaces
+
+    def __repr__(self) -> str:
+        return f"PathArray({len(self)} paths, {self.nbytes} bytes)"
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held: the encoded paths plus 8 per path for the offsets."""
+        return int(self._buffer.nbytes + self._offsets.nbytes)
+
+
 class ImageFileDataset(Dataset):
     """Image files decoded per item (ImageNet-size trees).
 
@@ -150,12 +229,18 @@ class ImageFileDataset(Dataset):
             file is decoded to.
 
     Items are uint8 tensors [C, H, W] at the file's own size: RGB for C = 3, grayscale
-    (luminance) for C = 1.
+    (luminance) for C = 1. ``paths`` is a :class:`PathArray` (a read-only sequence of
+    ``str``) and ``targets`` a LongTensor: no per-item Python object that DataLoader
+    workers would copy page by page as they read them.
     """
 
-    def __init__(self, paths: Sequence[str], targets: Sequence[int], info: DatasetInfo) -> None:
-        self.paths = list(paths)
-        self.targets = torch.as_tensor(list(targets), dtype=torch.long)
+    def __init__(self, paths: Sequence[str | os.PathLike], targets: Sequence[int] | torch.Tensor,
+                 info: DatasetInfo) -> None:
+        self.paths = PathArray(paths)
+        self.targets = (targets.to(torch.long, copy=True) if isinstance(targets, torch.Tensor)
+                        else torch.from_numpy(np.asarray(targets, dtype=np.int64))).reshape(-1)
+        if len(self.targets) != len(self.paths):
+            raise ValueError(f"{len(self.paths)} paths but {len(self.targets)} targets")
         self.info = info
         self.channels = _check_channels(info.channels)
 
@@ -174,7 +259,7 @@ class ImageFileDataset(Dataset):
         """Item ``index``'s file, read but not decoded (see :class:`EncodedImage`)."""
         path = self.paths[index]
         try:
-            return EncodedImage(read_file(str(path)), path, self.channels)
+            return EncodedImage(read_file(path), path, self.channels)
         except (OSError, RuntimeError) as e:
             raise _undecodable(path, e) from e
 

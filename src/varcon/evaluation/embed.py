@@ -50,6 +50,7 @@ from torch.utils.data import Dataset
 
 from varcon._atomic import atomic_path
 from varcon.data import ImageFileDataset, decode_image_file
+from varcon.data.datasets import PathArray
 from varcon.data.subsets import ClassSubset
 from varcon.runtime.checkpoint import load_trained
 from varcon.runtime.config import Config, apply_overrides, config_from_dict
@@ -112,7 +113,9 @@ class _Items(Dataset):
     decoded comes back as its error message, so the caller applies ``data.bad_files``."""
 
     def __init__(self, source: _Input, transform: Any) -> None:
-        self.paths = source.paths if source.dataset is None else None
+        # a PathArray, not the list: workers read it without copying its pages (datasets)
+        self.paths = (PathArray(source.paths) if source.dataset is None
+                      and source.paths is not None else None)
         self.dataset = source.dataset
         self.size = source.size
         self.transform = transform
