@@ -38,6 +38,10 @@ CASES = {
     "supcon_exact_7_13": ("supcon", {}, (7, 13)),
     "supcon_per_rank_7_13": ("supcon", {"gradient_scale": "per_rank"}, (7, 13)),
     "supcon_exact_10_10_sum": ("supcon", {"reduction": "sum", "temperature": 0.5}, (10, 10)),
+    # equal shards (what the engine guarantees): no exchange of row counts
+    "varcon_exact_10_10_equal_shards": ("varcon", {"equal_shards": True, "num_classes": 4},
+                                        (10, 10)),
+    "supcon_exact_10_10_equal_shards": ("supcon", {"equal_shards": True}, (10, 10)),
 }
 
 
@@ -82,9 +86,17 @@ def _worker(rank, world, init_file, out_dir):
             start = sum(split[:rank])
             stop = start + split[rank]
             ddp = torch.nn.parallel.DistributedDataParallel(_model())
-            out = _forward_backward(ddp, kind, kwargs, x[start:stop], y[start:stop])
+            calls = []
+            real_all_gather = dist.all_gather
+            dist.all_gather = (lambda *a, _calls=calls, _real=real_all_gather, **k:
+                               _calls.append(1) or _real(*a, **k))
+            try:
+                out = _forward_backward(ddp, kind, kwargs, x[start:stop], y[start:stop])
+            finally:
+                dist.all_gather = real_all_gather
             grads = {k: p.grad.detach().clone() for k, p in ddp.module.named_parameters()}
-            torch.save({"out": out, "grads": grads}, os.path.join(out_dir, f"{name}_{rank}.pt"))
+            torch.save({"out": out, "grads": grads, "all_gathers": len(calls)},
+                       os.path.join(out_dir, f"{name}_{rank}.pt"))
             del ddp
         dist.barrier()  # no rank closes its sockets while the other still talks
     finally:
@@ -127,6 +139,13 @@ def test_exact_gradient_equals_single_process(ddp_results, name):
             torch.testing.assert_close(
                 res["grads"][k], g, rtol=1e-6, atol=1e-9, msg=f"rank {rank} grad {k}"
             )
+
+
+def test_equal_shards_exchange_no_row_counts(ddp_results):
+    """Features and labels only: 2 all-gathers, not the 3 that uneven shards need."""
+    for name in CASES:
+        want = 2 if "equal_shards" in name else 3
+        assert [r["all_gathers"] for r in ddp_results[name]] == [want] * WORLD, name
 
 
 @pytest.mark.parametrize("name", [n for n in CASES if "per_rank" in n])

@@ -68,11 +68,14 @@ def gather_batch(
     gradient_scale: str = "exact",
     *,
     num_classes: int | None = None,
+    equal_shards: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """Concatenate ``features`` [n_r, D] and ``labels`` [n_r] of all ranks, in rank order.
 
     Ranks may hold different numbers of rows (one extra small all-gather exchanges the
-    sizes). The result keeps autograd only through this rank's rows, scaled as
+    sizes, and the host reads them: a synchronisation on a GPU). ``equal_shards=True``
+    promises that every rank holds as many rows as this one (varcon's engine guarantees
+    it), which needs neither. The result keeps autograd only through this rank's rows, scaled as
     described in the module docstring. Without an initialised multi-rank process
     group the inputs are returned unchanged. Before any collective the local inputs
     are validated (``ValueError``, as in the losses; an empty local batch is allowed),
@@ -86,10 +89,13 @@ def gather_batch(
         return features, labels
     check_inputs(features, labels, num_classes, allow_empty=True)
     world, rank = dist.get_world_size(), dist.get_rank()
-    size = torch.tensor([features.shape[0]], dtype=torch.long, device=features.device)
-    all_sizes = [torch.zeros_like(size) for _ in range(world)]
-    dist.all_gather(all_sizes, size)
-    sizes = [int(s.item()) for s in all_sizes]
+    if equal_shards:
+        sizes = [features.shape[0]] * world
+    else:
+        size = torch.tensor([features.shape[0]], dtype=torch.long, device=features.device)
+        all_sizes = [torch.zeros_like(size) for _ in range(world)]
+        dist.all_gather(all_sizes, size)
+        sizes = [int(s.item()) for s in all_sizes]
 
     feature_parts = _all_gather_rows(features, sizes)
     label_parts = _all_gather_rows(labels.to(features.device), sizes)

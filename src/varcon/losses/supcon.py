@@ -28,6 +28,8 @@ class SupConLoss(nn.Module):
         reduction: "mean" (default) | "sum" | "none" (0 for anchors without a positive).
         gather_distributed: gather the global batch when distributed (default True).
         gradient_scale: "exact" (default) | "per_rank".
+        equal_shards: every rank passes as many rows as this one (default False): the
+            gather then skips exchanging the row counts (an all-gather the host reads).
     """
 
     def __init__(
@@ -38,6 +40,7 @@ class SupConLoss(nn.Module):
         reduction: str = "mean",
         gather_distributed: bool = True,
         gradient_scale: str = "exact",
+        equal_shards: bool = False,
     ) -> None:
         super().__init__()
         check_hyperparameters(temperature)
@@ -48,11 +51,13 @@ class SupConLoss(nn.Module):
         self.reduction = reduction
         self.gather_distributed = gather_distributed
         self.gradient_scale = gradient_scale
+        self.equal_shards = bool(equal_shards)
 
     def forward(self, features: Tensor, labels: Tensor) -> Tensor:
         if self.gather_distributed:
             features, labels = gather_batch(
-                features, labels, self.gradient_scale, num_classes=self.num_classes
+                features, labels, self.gradient_scale, num_classes=self.num_classes,
+                equal_shards=self.equal_shards,
             )
         return supcon_loss(
             features,

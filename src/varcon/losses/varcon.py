@@ -80,6 +80,8 @@ class VarConLoss(nn.Module):
         reduction: "mean" (default) | "sum" | "none".
         gather_distributed: gather the global batch when distributed (default True).
         gradient_scale: "exact" (default) | "per_rank".
+        equal_shards: every rank passes as many rows as this one (default False): the
+            gather then skips exchanging the row counts (an all-gather the host reads).
         prototypes: "batch" (default: centroids of the batch's classes only, the paper)
             | "ema" (running class prototypes, above).
         momentum: m in [0, 1), the weight of the old prototype in each EMA update
@@ -112,6 +114,7 @@ class VarConLoss(nn.Module):
         reduction: str = "mean",
         gather_distributed: bool = True,
         gradient_scale: str = "exact",
+        equal_shards: bool = False,
         prototypes: str = "batch",
         momentum: float = 0.9,
         embedding_dim: int | None = None,
@@ -154,13 +157,15 @@ class VarConLoss(nn.Module):
         self.reduction = reduction
         self.gather_distributed = gather_distributed
         self.gradient_scale = gradient_scale
+        self.equal_shards = bool(equal_shards)
 
     def forward(
         self, features: Tensor, labels: Tensor, return_stats: bool = False
     ) -> Tensor | tuple[Tensor, VarConStats]:
         if self.gather_distributed:
             features, labels = gather_batch(
-                features, labels, self.gradient_scale, num_classes=self.num_classes
+                features, labels, self.gradient_scale, num_classes=self.num_classes,
+                equal_shards=self.equal_shards,
             )
         if self.prototypes == "batch":
             return varcon_loss(

@@ -15,7 +15,8 @@ __all__ = ["SUPCON"]
 
 def _build(cfg: Any, num_classes: int) -> nn.Module:
     return SupConLoss(cfg.loss.temperature, num_classes=num_classes,
-                      gradient_scale=cfg.loss.gradient_scale)
+                      gradient_scale=cfg.loss.gradient_scale,
+                      equal_shards=True)  # the engine splits every batch evenly
 
 
 def _compute(loss_fn: nn.Module, outputs: Tensor, labels: Tensor) -> MethodOutput:

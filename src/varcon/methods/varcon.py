@@ -24,6 +24,7 @@ def _build(cfg: Any, num_classes: int) -> nn.Module:
         momentum=cfg.loss.momentum,
         # allocated now, so a skipped step can restore them like the BatchNorm buffers
         embedding_dim=cfg.model.head_dim if cfg.loss.prototypes == "ema" else None,
+        equal_shards=True,  # the engine splits every global batch evenly over the ranks
     )
 
 
