@@ -229,7 +229,8 @@ def valid_batches(draw: st.DrawFn) -> tuple[torch.Tensor, torch.Tensor, float, f
 
 def _representable(x: torch.Tensor, temperature: float) -> bool:
     """The pairwise logits z_i.z_j / t fit float32 (the losses' compute type for halves)."""
-    return float(x.double().norm(dim=1).max()) ** 2 / temperature < 1e36
+    # in float64 tensors: a huge norm squares to inf instead of raising OverflowError
+    return bool(x.double().norm(dim=1).max() ** 2 / temperature < 1e36)
 
 
 @SETTINGS
