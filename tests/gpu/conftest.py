@@ -22,11 +22,6 @@ _HERE = Path(__file__).resolve().parent
 _OVERRIDE = os.environ.get("VARCON_GPU_TESTS_DEVICE", "")
 
 
-def gpu_device() -> torch.device:
-    """The device the tests run on: ``cuda:0`` (or the override, for a logic check)."""
-    return torch.device(_OVERRIDE or "cuda:0")
-
-
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if _OVERRIDE:
         reason = None
@@ -44,6 +39,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture
 def device() -> torch.device:
+    from gpu_runs import gpu_device
+
     return gpu_device()
 
 

@@ -3,6 +3,7 @@ cut to a few steps, on the tests' device."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,13 @@ from varcon.runtime.config import (
 )
 
 STEPS = 4
+
+
+def gpu_device() -> torch.device:
+    """The device the GPU tests run on: ``cuda:0``, or ``VARCON_GPU_TESTS_DEVICE`` (a check of
+    the tests' logic on a CPU)."""
+    return torch.device(os.environ.get("VARCON_GPU_TESTS_DEVICE") or "cuda:0")
+
 FAST = [
     "optim.epochs=1", "optim.warmup_epochs=0", "optim.batch_size=32",
     f"train.max_steps_per_epoch={STEPS}", "linear.run_after_pretrain=false",
