@@ -1,7 +1,8 @@
 """Each rank resumes its own random stream (2 gloo processes under torchrun).
 
-An encoder that draws random numbers in its forward pass (dropout here; stochastic depth in
-timm backbones) makes every rank's stream part of the result: an interrupted and resumed run
+An encoder that draws random numbers in its forward pass (stochastic depth here, as
+``timm`` backbones with ``drop_path_rate``; dropout alike) makes every rank's stream part of
+the result: an interrupted and resumed run
 equals the uninterrupted one only if each rank gets back the state it saved. Checkpoints of
 format version 1 held rank 0's state only, which every rank restored.
 """
@@ -20,16 +21,25 @@ SCRIPT = textwrap.dedent(
     """
     import os, signal, sys
     from torch import nn
+    from torchvision.ops import StochasticDepth
     import varcon.engine.pretrain as P
     from varcon.engine import TrainingInterrupted
     from varcon.models import register_model
     from varcon.runtime.config import apply_overrides, config_from_dict, read_yaml
     from varcon.runtime.config import resolve_config_path
 
-    @register_model("dropout_mlp")
-    def dropout_mlp(in_channels=1, image_size=8, width=32, p=0.5):
+    class Residual(nn.Module):  # x + StochasticDepth(relu(fc(x))): a block dropped per row
+        def __init__(self, width, p):
+            super().__init__()
+            self.fc, self.drop = nn.Linear(width, width), StochasticDepth(p, "row")
+
+        def forward(self, x):
+            return x + self.drop(self.fc(x).relu())
+
+    @register_model("stochastic_depth_mlp")
+    def stochastic_depth_mlp(in_channels=1, image_size=8, width=32, p=0.5):
         encoder = nn.Sequential(nn.Flatten(), nn.Linear(in_channels * image_size ** 2, width),
-                                nn.ReLU(), nn.Dropout(p))
+                                nn.ReLU(), Residual(width, p), Residual(width, p))
         encoder.out_dim = width
         return encoder
 
@@ -54,9 +64,9 @@ SCRIPT = textwrap.dedent(
 )
 
 COMMON = [
-    "model.encoder=dropout_mlp", "optim.epochs=2", "optim.warmup_epochs=0",
+    "model.encoder=stochastic_depth_mlp", "optim.epochs=2", "optim.warmup_epochs=0",
     "optim.batch_size=128", "train.max_steps_per_epoch=4", "linear.run_after_pretrain=false",
-    "train.progress=off", "train.tau2_every=0",
+    "train.progress=off", "train.tau2_every=0", "train.log_every=3",
 ]
 
 
@@ -72,12 +82,14 @@ def torchrun(tmp_path, *args, stop_at=0, expect=0):
     return proc
 
 
-def test_two_process_sigterm_and_resume_equals_uninterrupted_with_dropout(tmp_path):
+def test_two_process_sigterm_and_resume_equals_uninterrupted_with_stochastic_depth(tmp_path):
     whole, parts = tmp_path / "whole", tmp_path / "parts"
     torchrun(tmp_path, f"output_dir={whole}", *COMMON)
-    torchrun(tmp_path, f"output_dir={parts}", *COMMON, stop_at=3, expect=1)
+    # signalled after the 5th step (epoch 2, batch 0): with several processes the ranks agree
+    # at the next read of the device (every train.log_every=3 steps: global step 6)
+    torchrun(tmp_path, f"output_dir={parts}", *COMMON, stop_at=5, expect=1)
     interrupted = torch.load(parts / "checkpoints" / "last.pt", weights_only=True)
-    assert (interrupted["epoch"], interrupted["step_in_epoch"]) == (0, 3)
+    assert (interrupted["epoch"], interrupted["step_in_epoch"]) == (1, 3)
     assert len(interrupted["rng_per_rank"]) == 2
     # the ranks' streams differ (seed + rank), so restoring rank 0's on both would show
     assert not torch.equal(interrupted["rng_per_rank"][0]["torch"],

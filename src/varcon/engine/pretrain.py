@@ -76,10 +76,14 @@ def _pretrain(cfg: Config, ctx: DistContext) -> dict[str, Any]:
                 logger.log_epoch(record)
                 if ctx.is_main:
                     print(format_epoch(record), flush=True)
-                run.save("last.pt", epoch + 1, 0)
+                path = run.save("last.pt", epoch + 1, 0)
                 if cfg.train.save_every and (epoch + 1) % cfg.train.save_every == 0:
                     run.save(f"epoch_{epoch + 1}.pt", epoch + 1, 0)
                 barrier(ctx)
+                if _stop_now(stop, reader, ctx) and epoch + 1 < cfg.optim.epochs:
+                    raise TrainingInterrupted(
+                        f"received {stop.name}: saved {path} at the end of epoch {epoch + 1}; "
+                        f"continue with `varcon pretrain --resume {run.run_dir}`")
     finally:
         logger.close()
 
@@ -124,9 +128,9 @@ def train_one_epoch(run: RunState, model: nn.Module, epoch: int, first_step: int
                 logger.log_step(global_step, {"loss": values["loss"], "lr": lr})
         else:
             progress.update()
-        # one process: the signal itself; several: the flag all-reduced with the step's,
-        # as of the last read, so that every rank stops at the same step
-        if reader.stop_seen if ctx.distributed else stop.signalled:
+        # Mid-epoch: save and stop now (at the epoch's last step, the epoch ends first:
+        # _pretrain records and checkpoints it, then stops).
+        if _stop_now(stop, reader, ctx) and step + 1 < run.steps_per_epoch:
             path = run.save("last.pt", epoch, step + 1)
             raise TrainingInterrupted(
                 f"received {stop.name}: saved {path} at epoch {epoch + 1}, step {step + 1}; "
@@ -137,3 +141,9 @@ def train_one_epoch(run: RunState, model: nn.Module, epoch: int, first_step: int
     if ctx.is_main:
         meter.write_samples(run.run_dir, epoch)
     return record
+
+
+def _stop_now(stop: StopOnSignal, reader: StepReader, ctx: DistContext) -> bool:
+    """One process: whether it was signalled. Several: whether some rank was, as of the last
+    read (the flag rides on each step's all-reduce), so that every rank stops at one step."""
+    return reader.stop_seen if ctx.distributed else stop.signalled

@@ -30,6 +30,7 @@ from torch import nn
 
 from varcon.data import TransformedDataset, build_transform
 from varcon.data.sampling import EpochBatchSampler
+from varcon.runtime.backend import grad_scaler
 from varcon.runtime.distributed import all_reduce_sum
 from varcon.runtime.logger import Progress
 from varcon.runtime.schedule import WarmupCosine
@@ -88,7 +89,7 @@ def train_on_augmented_images(
                                 world_size=ctx.world_size, seed=s.seed, drop_last=s.drop_last)
     steps = sampler.batches_per_epoch
     schedule = WarmupCosine(s.lr, s.epochs * steps, s.warmup_epochs * steps)
-    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+    scaler = grad_scaler(amp_dtype, ctx.device)
     criterion = nn.CrossEntropyLoss()
     history: dict[str, list[float]] = {"train_loss": [], "train_top1": []}
     read_every = cfg.train.log_every or 10
