@@ -84,6 +84,11 @@ BENCHMARKS: tuple[Benchmark, ...] = (
         quick=("--batch-size", "256", "--micro-batch", "64", "--steps", "2"),
         full=("--batch-size", "1024", "--micro-batch", "128", "--steps", "2"),
     ),
+    Benchmark(
+        "memory", "bench_memory.py",
+        quick=("--quick", "--json", "{out}/memory.json"),
+        full=("--json", "{out}/memory.json"),
+    ),
 )
 
 
