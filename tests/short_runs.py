@@ -1,5 +1,5 @@
-"""Short engine runs for the GPU tests (``from gpu_runs import ...``): the digits quickstart
-cut to a few steps, on the tests' device."""
+"""Short engine runs for tests (``from short_runs import ...``): the digits quickstart cut to a
+few steps, on a given device (the CPU tests of the GPU branches and ``tests/gpu``)."""
 
 from __future__ import annotations
 
@@ -30,14 +30,16 @@ def gpu_device() -> torch.device:
     the tests' logic on a CPU)."""
     return torch.device(os.environ.get("VARCON_GPU_TESTS_DEVICE") or "cuda:0")
 
+
 FAST = [
     "optim.epochs=1", "optim.warmup_epochs=0", "optim.batch_size=32",
     f"train.max_steps_per_epoch={STEPS}", "linear.run_after_pretrain=false",
     "train.progress=off", "train.tau2_every=0",
 ]
+CPU = torch.device("cpu")
 
 
-def digits_config(tmp_path: Path, device: torch.device, *overrides: str,
+def digits_config(tmp_path: Path, device: torch.device = CPU, *overrides: str,
                   name: str = "run") -> Config:
     data = read_yaml(resolve_config_path("digits"))
     data["output_dir"] = str(tmp_path / name)
@@ -45,7 +47,7 @@ def digits_config(tmp_path: Path, device: torch.device, *overrides: str,
         data, [*FAST, f"train.device={device.type}", *overrides]))
 
 
-def train(tmp_path: Path, device: torch.device, *overrides: str,
+def train(tmp_path: Path, device: torch.device = CPU, *overrides: str,
           name: str = "run") -> dict[str, torch.Tensor]:
     """Final weights (on the CPU) of a short digits run on ``device``."""
     pretrain(digits_config(tmp_path, device, *overrides, name=name))

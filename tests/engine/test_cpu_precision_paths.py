@@ -14,59 +14,25 @@ from typing import Any
 
 import pytest
 import torch
-from torch import nn
 
+import short_runs
 import varcon.engine.state as state_mod
+from short_runs import STEPS, InfGradient, max_diff, watch_loss
 from varcon.data import TransformedDataset
-from varcon.engine.pretrain import pretrain
 from varcon.runtime.checkpoint import load_checkpoint
-from varcon.runtime.config import Config, apply_overrides, config_from_dict, read_yaml
-from varcon.runtime.config import resolve_config_path as _resolve
+from varcon.runtime.config import Config
 
-STEPS = 4
-FAST = [
-    "optim.epochs=1", "optim.warmup_epochs=0", "optim.batch_size=32",
-    f"train.max_steps_per_epoch={STEPS}", "linear.run_after_pretrain=false",
-    "train.progress=off", "train.tau2_every=0", "train.deterministic=true",
-]
+CPU = torch.device("cpu")
+DETERMINISTIC = "train.deterministic=true"
 
 
 def digits_config(tmp_path: Path, *overrides: str, name: str = "run") -> Config:
-    data = read_yaml(_resolve("digits"))
-    data["output_dir"] = str(tmp_path / name)
-    return config_from_dict(apply_overrides(data, [*FAST, *overrides]))
+    return short_runs.digits_config(tmp_path, CPU, DETERMINISTIC, *overrides, name=name)
 
 
 def train(tmp_path: Path, *overrides: str, name: str = "run") -> dict[str, torch.Tensor]:
-    """Final weights of a short digits run."""
-    pretrain(digits_config(tmp_path, *overrides, name=name))
-    return load_checkpoint(tmp_path / name)["model"]
-
-
-def max_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
-    assert a.keys() == b.keys()
-    return max(float((a[k].float() - b[k].float()).abs().max()) for k in a if a[k].numel())
-
-
-def watch_loss(monkeypatch: pytest.MonkeyPatch, before_loss: Any = None) -> list[torch.dtype]:
-    """Wrap the training loss: records the dtype of the features it receives (the head's
-    output: bf16/fp16 under autocast); ``before_loss(call, features)`` may replace them."""
-    dtypes: list[torch.dtype] = []
-    real = state_mod.build_loss
-
-    class Wrapped(nn.Module):
-        def __init__(self, inner: nn.Module) -> None:
-            super().__init__()
-            self.inner = inner
-
-        def forward(self, features: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
-            dtypes.append(features.dtype)
-            if before_loss is not None:
-                features = before_loss(len(dtypes) - 1, features)
-            return self.inner(features, *args, **kwargs)
-
-    monkeypatch.setattr(state_mod, "build_loss", lambda cfg, n: Wrapped(real(cfg, n)))
-    return dtypes
+    """Final weights of a short digits run on the CPU."""
+    return short_runs.train(tmp_path, CPU, DETERMINISTIC, *overrides, name=name)
 
 
 @pytest.fixture(scope="module")
@@ -92,24 +58,12 @@ def test_bf16_is_real_autocast_on_cpu(tmp_path, monkeypatch, float32_run):
     assert load_checkpoint(tmp_path / "run")["scaler"] is None
 
 
-class _InfGradient(torch.autograd.Function):
-    """Identity forward; backward sends an infinite gradient: an fp16 overflow."""
-
-    @staticmethod
-    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
-        return grad * float("inf")
-
-
 def test_fp16_gradscaler_on_cpu_skips_an_overflowing_step(tmp_path, monkeypatch):
     """fp16 autocast on a CPU with torch.amp.GradScaler("cpu"): step 1's gradients overflow
     (its loss is finite, so the engine's own non-finite skip does not fire); the scaler
     skips the optimiser step, halves its scale, and training goes on."""
     overflow_at = 1
-    watch_loss(monkeypatch, lambda i, f: _InfGradient.apply(f) if i == overflow_at else f)
+    watch_loss(monkeypatch, lambda i, f: InfGradient.apply(f) if i == overflow_at else f)
     log: list[tuple[bool, float]] = []  # per step: weights changed, scale after update
 
     class Recording(torch.amp.GradScaler):

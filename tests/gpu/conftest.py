@@ -39,7 +39,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture
 def device() -> torch.device:
-    from gpu_runs import gpu_device
+    from short_runs import gpu_device
 
     return gpu_device()
 

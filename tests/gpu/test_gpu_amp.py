@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 import torch
-from gpu_runs import STEPS, InfGradient, assert_finite, max_diff, train, watch_loss
 
 import varcon.engine.state as state_mod
+from short_runs import STEPS, InfGradient, assert_finite, max_diff, train, watch_loss
 from varcon.runtime.checkpoint import load_checkpoint
 
 

@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from gpu_runs import (
+
+import varcon
+from short_runs import (
     STEPS,
     assert_finite,
     digits_config,
@@ -20,8 +22,6 @@ from gpu_runs import (
     train,
     watch_loss,
 )
-
-import varcon
 from varcon.engine.pretrain import TrainingInterrupted, pretrain
 from varcon.evaluation.features import extract_features
 from varcon.models import build_network

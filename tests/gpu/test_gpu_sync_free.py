@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 import torch
-from gpu_runs import digits_config
 
 import varcon.engine.pretrain as pretrain_mod
+from short_runs import digits_config
 
 
 @pytest.mark.parametrize("overrides", [(), ("loss.prototypes=ema",), ("method=supcon",),
