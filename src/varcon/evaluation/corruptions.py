@@ -39,6 +39,7 @@ from torch.utils.data import Dataset
 from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
 
 from varcon.data import decode_image_file
+from varcon.data.datasets import PathArray
 
 __all__ = [
     "CORRUPTIONS",
@@ -560,7 +561,7 @@ class ImageNetCDataset(Dataset):
         if not samples:
             raise ValueError(f"{folder} holds no image file in <class>/ folders (extensions "
                              f"{', '.join(IMG_EXTENSIONS)}); expected the {_IMAGENET_C_LAYOUT}")
-        self.paths = [p for p, _ in samples]
+        self.paths = PathArray([p for p, _ in samples])  # read by workers: no str objects
         self.targets = torch.tensor([t for _, t in samples], dtype=torch.long)
 
     def __len__(self) -> int:
