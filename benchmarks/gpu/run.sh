@@ -52,8 +52,12 @@ part() {
     echo "   exit status $rc; $(tail -n 1 "$OUT/logs/$name.log")"
 }
 
+# pyproject's addopts ask for pytest-xdist workers (-n 2): the GPU tests run in one process
+# (one GPU), and the GPU machine may not have pytest-xdist at all
+ONE_PROCESS="-o addopts=-ra"
+
 if [ -n "$DRY" ]; then
-    part tests 40 "$PY" -m pytest -q -p no:cacheprovider tests/gpu \
+    part tests 40 "$PY" -m pytest -q -p no:cacheprovider tests/gpu $ONE_PROCESS \
         --junitxml="$OUT/gpu_tests.xml" -o junit_family=xunit1
     PARTS="loss e2e_resnet18 e2e_resnet18_compile e2e_resnet50 e2e_resnet50_compile breakdown"
     # one process for all parts (rc recorded for each from the same run)
@@ -64,7 +68,7 @@ else
     # one hanging test fails alone (pytest-timeout, where installed) instead of losing the report
     PER_TEST=""
     "$PY" -c "import pytest_timeout" 2>/dev/null && PER_TEST="--timeout=75"
-    part tests 150 "$PY" -m pytest -q -p no:cacheprovider tests/gpu $PER_TEST \
+    part tests 150 "$PY" -m pytest -q -p no:cacheprovider tests/gpu $ONE_PROCESS $PER_TEST \
         --junitxml="$OUT/gpu_tests.xml" -o junit_family=xunit1
     part loss 40 "$PY" -m benchmarks.gpu.suite "$OUT" loss
     part e2e_resnet18 45 "$PY" -m benchmarks.gpu.suite "$OUT" e2e_resnet18
