@@ -61,8 +61,17 @@ def _load(path):
     return torch.load(path, weights_only=True)
 
 
-def test_two_processes_stay_in_sync_and_rank0_writes(tmp_path):
-    out, proc = torchrun(tmp_path, "ddp")
+# the exact-gradient run both tests read (one torchrun launch instead of two)
+EXACT_LR_02 = ("loss.gradient_scale=exact", "optim.lr=0.2", "optim.weight_decay=0.001")
+
+
+@pytest.fixture(scope="module")
+def exact_run(tmp_path_factory):
+    return torchrun(tmp_path_factory.mktemp("ddp"), "exact_same_lr", *EXACT_LR_02)
+
+
+def test_two_processes_stay_in_sync_and_rank0_writes(exact_run):
+    out, proc = exact_run
     r0, r1 = _load(out / "rank0.pt"), _load(out / "rank1.pt")
     for key in r0:
         if r0[key].is_floating_point() and "running" not in key:
@@ -76,14 +85,13 @@ def test_two_processes_stay_in_sync_and_rank0_writes(tmp_path):
     assert proc.stdout.count("epoch 2 |") == 1
 
 
-def test_per_rank_gradient_scale_matches_rescaled_exact(tmp_path):
+def test_per_rank_gradient_scale_matches_rescaled_exact(tmp_path, exact_run):
     """Authors' behaviour (1/W gradient) with lr, wd == exact gradient with lr/W, wd*W."""
     a, _ = torchrun(tmp_path, "per_rank", "loss.gradient_scale=per_rank",
                     "optim.lr=0.2", "optim.weight_decay=0.001")
     b, _ = torchrun(tmp_path, "exact", "loss.gradient_scale=exact",
                     "optim.lr=0.1", "optim.weight_decay=0.002")
-    c, _ = torchrun(tmp_path, "exact_same_lr", "loss.gradient_scale=exact",
-                    "optim.lr=0.2", "optim.weight_decay=0.001")
+    c, _ = exact_run  # exact gradient with the same lr and wd as the per-rank run
     wa, wb, wc = (_load(x / "rank0.pt") for x in (a, b, c))
     float_keys = [k for k in wa if wa[k].is_floating_point()]
     for k in float_keys:
