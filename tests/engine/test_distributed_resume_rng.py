@@ -43,6 +43,12 @@ SCRIPT = textwrap.dedent(
         encoder.out_dim = width
         return encoder
 
+    data = read_yaml(resolve_config_path("digits"))
+    reference = os.environ.get("REFERENCE_DIR")
+    if reference:  # the uninterrupted run first, in the same launch (one torchrun fewer)
+        P.pretrain(config_from_dict(apply_overrides(
+            data, [*sys.argv[1:], f"output_dir={reference}"])))
+
     stop_at = int(os.environ.get("STOP_AT", "0"))
     real_step, steps = P.train_step, [0]
 
@@ -54,7 +60,6 @@ SCRIPT = textwrap.dedent(
         return result
 
     P.train_step = step
-    data = read_yaml(resolve_config_path("digits"))
     cfg = config_from_dict(apply_overrides(data, sys.argv[1:]))
     try:
         P.pretrain(cfg)
@@ -70,10 +75,11 @@ COMMON = [
 ]
 
 
-def torchrun(tmp_path, *args, stop_at=0, expect=0):
+def torchrun(tmp_path, *args, stop_at=0, expect=0, reference=None):
     script = tmp_path / "train_script.py"
     script.write_text(SCRIPT)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "STOP_AT": str(stop_at)}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "STOP_AT": str(stop_at),
+           "REFERENCE_DIR": str(reference or "")}
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
          str(script), *args], capture_output=True, text=True, timeout=600, env=env,
@@ -84,10 +90,9 @@ def torchrun(tmp_path, *args, stop_at=0, expect=0):
 
 def test_two_process_sigterm_and_resume_equals_uninterrupted_with_stochastic_depth(tmp_path):
     whole, parts = tmp_path / "whole", tmp_path / "parts"
-    torchrun(tmp_path, f"output_dir={whole}", *COMMON)
     # signalled after the 5th step (epoch 2, batch 0): with several processes the ranks agree
     # at the next read of the device (every train.log_every=3 steps: global step 6)
-    torchrun(tmp_path, f"output_dir={parts}", *COMMON, stop_at=5, expect=1)
+    torchrun(tmp_path, f"output_dir={parts}", *COMMON, stop_at=5, expect=1, reference=whole)
     interrupted = torch.load(parts / "checkpoints" / "last.pt", weights_only=True)
     assert (interrupted["epoch"], interrupted["step_in_epoch"]) == (1, 3)
     assert len(interrupted["rng_per_rank"]) == 2
