@@ -121,6 +121,26 @@ def _warmup_fix(warmup: int, epochs: int) -> int:
     return max(0, min(warmup, epochs - 1))
 
 
+def _run_length_problems(prefix: str, epochs: int, batch_size: int, lr: float) -> list[str]:
+    """Epochs, batch and rate of a supervised evaluation run (``linear``, ``finetune``)."""
+    p: list[str] = []
+    if epochs < 1:
+        p.append(f"{prefix}.epochs: must be >= 1, got {epochs}")
+    if batch_size < 1:
+        p.append(f"{prefix}.batch_size: must be >= 1, got {batch_size}")
+    if not lr > 0:
+        p.append(f"{prefix}.lr: must be > 0, got {lr}")
+    return p
+
+
+def _warmup_problems(prefix: str, warmup: int, epochs: int) -> list[str]:
+    """A warm-up shorter than the run (``linear``, ``finetune``), with the value to use."""
+    if 0 <= warmup < epochs:
+        return []
+    return [f"{prefix}.warmup_epochs: must be >= 0 and < {prefix}.epochs ({epochs}), got "
+            f"{warmup}; set {prefix}.warmup_epochs={_warmup_fix(warmup, epochs)} (or fewer)"]
+
+
 @dataclass
 class DataConfig:
     dataset: str = "digits"  # a name from varcon.data.dataset_names(): digits | cifar10 | ...
@@ -392,18 +412,8 @@ class LinearConfig:
 
     def problems(self, prefix: str = "linear") -> list[str]:
         """The probe's epochs, batch, rate and warm-up."""
-        p: list[str] = []
-        if self.epochs < 1:
-            p.append(f"{prefix}.epochs: must be >= 1, got {self.epochs}")
-        if self.batch_size < 1:
-            p.append(f"{prefix}.batch_size: must be >= 1, got {self.batch_size}")
-        if not self.lr > 0:
-            p.append(f"{prefix}.lr: must be > 0, got {self.lr}")
-        w, n = self.warmup_epochs, self.epochs
-        if w < 0 or w >= n:
-            p.append(f"{prefix}.warmup_epochs: must be >= 0 and < {prefix}.epochs ({n}), got "
-                     f"{w}; set {prefix}.warmup_epochs={_warmup_fix(w, n)} (or fewer)")
-        return p
+        p = _run_length_problems(prefix, self.epochs, self.batch_size, self.lr)
+        return p + _warmup_problems(prefix, self.warmup_epochs, self.epochs)
 
 
 @dataclass
@@ -421,13 +431,7 @@ class FinetuneConfig:
 
     def problems(self, prefix: str = "finetune") -> list[str]:
         """Epochs, batch, the two rates, momentum, weight decay and warm-up."""
-        p: list[str] = []
-        if self.epochs < 1:
-            p.append(f"{prefix}.epochs: must be >= 1, got {self.epochs}")
-        if self.batch_size < 1:
-            p.append(f"{prefix}.batch_size: must be >= 1, got {self.batch_size}")
-        if not self.lr > 0:
-            p.append(f"{prefix}.lr: must be > 0, got {self.lr}")
+        p = _run_length_problems(prefix, self.epochs, self.batch_size, self.lr)
         if not self.encoder_lr_scale > 0:
             p.append(f"{prefix}.encoder_lr_scale: must be > 0 (the encoder's rate is "
                      f"{prefix}.lr times it; for a frozen encoder use varcon linear), got "
@@ -436,11 +440,7 @@ class FinetuneConfig:
             p.append(f"{prefix}.momentum: must be in [0, 1), got {self.momentum}")
         if self.weight_decay < 0:
             p.append(f"{prefix}.weight_decay: must be >= 0, got {self.weight_decay}")
-        w, n = self.warmup_epochs, self.epochs
-        if w < 0 or w >= n:
-            p.append(f"{prefix}.warmup_epochs: must be >= 0 and < {prefix}.epochs ({n}), "
-                     f"got {w}; set {prefix}.warmup_epochs={_warmup_fix(w, n)} (or fewer)")
-        return p
+        return p + _warmup_problems(prefix, self.warmup_epochs, self.epochs)
 
 
 @dataclass
