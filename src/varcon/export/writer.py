@@ -1,13 +1,8 @@
 """``varcon export``: write a trained encoder as a folder another program can use.
 
-The folder, read back by :func:`varcon.load_encoder` (:mod:`varcon.runtime.checkpoint.trained`)::
-
-    varcon_encoder.json       format name + version, architecture and its arguments,
-                              normalisation mean/std, image size, method, source, config
-    encoder.safetensors       the encoder's state dict (no optimizer state)
-    head.safetensors          the head's state dict (``--head`` only)
-    torchvision_<arch>.pth    ``--format torchvision`` only: a state dict for
-                              ``torchvision.models.<arch>()`` (ResNets)
+The folder's layout (``varcon_encoder.json``, ``encoder.safetensors``, ``head.safetensors``
+with ``--head``, ``torchvision_<arch>.pth`` with ``--format torchvision``) is described
+where it is read back, :mod:`varcon.runtime.checkpoint.trained` (:func:`varcon.load_encoder`).
 
 This module only writes; everything that reads trained models is in
 :mod:`varcon.runtime.checkpoint`.
