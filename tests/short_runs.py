@@ -95,3 +95,34 @@ class InfGradient(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
         return grad * float("inf")
+
+
+def record_scaler(monkeypatch: pytest.MonkeyPatch) -> list[tuple[bool, float]]:
+    """Wrap the engine's GradScaler (``train.amp=fp16``): the returned list gets, per step,
+    whether the optimiser step changed the weights and the scale after ``update``. The
+    scaler must be enabled and of the run's device type."""
+    log: list[tuple[bool, float]] = []
+
+    class Recording(torch.amp.GradScaler):
+        def step(self, optimizer: torch.optim.Optimizer, *args: Any, **kwargs: Any) -> Any:
+            params = [p for g in optimizer.param_groups for p in g["params"]]
+            before = [p.detach().clone() for p in params]
+            out = super().step(optimizer, *args, **kwargs)
+            self._changed = any(not torch.equal(p, b)
+                                for p, b in zip(params, before, strict=True))
+            return out
+
+        def update(self, new_scale: Any = None) -> None:
+            super().update(new_scale)
+            log.append((self._changed, self.get_scale()))
+
+    real = state_mod.grad_scaler
+
+    def recording(amp_dtype: torch.dtype | None, dev: torch.device) -> torch.amp.GradScaler:
+        scaler = real(amp_dtype, dev)
+        assert scaler.is_enabled() and scaler._device == dev.type, \
+            f"train.amp=fp16 on {dev}: an enabled {dev.type} GradScaler, got {scaler._device}"
+        return Recording(dev.type, init_scale=scaler.get_scale())
+
+    monkeypatch.setattr(state_mod, "grad_scaler", recording)
+    return log

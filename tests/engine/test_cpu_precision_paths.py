@@ -17,7 +17,7 @@ import torch
 
 import short_runs
 import varcon.engine.state as state_mod
-from short_runs import STEPS, InfGradient, max_diff, watch_loss
+from short_runs import STEPS, InfGradient, max_diff, record_scaler, watch_loss
 from varcon.data import TransformedDataset
 from varcon.runtime.checkpoint import load_checkpoint
 from varcon.runtime.config import Config
@@ -64,29 +64,7 @@ def test_fp16_gradscaler_on_cpu_skips_an_overflowing_step(tmp_path, monkeypatch)
     skips the optimiser step, halves its scale, and training goes on."""
     overflow_at = 1
     watch_loss(monkeypatch, lambda i, f: InfGradient.apply(f) if i == overflow_at else f)
-    log: list[tuple[bool, float]] = []  # per step: weights changed, scale after update
-
-    class Recording(torch.amp.GradScaler):
-        def step(self, optimizer: torch.optim.Optimizer, *args: Any, **kwargs: Any) -> Any:
-            params = [p for g in optimizer.param_groups for p in g["params"]]
-            before = [p.detach().clone() for p in params]
-            out = super().step(optimizer, *args, **kwargs)
-            self._changed = any(not torch.equal(p, b) for p, b in zip(params, before,
-                                                                       strict=True))
-            return out
-
-        def update(self, new_scale: Any = None) -> None:
-            super().update(new_scale)
-            log.append((self._changed, self.get_scale()))
-
-    real = state_mod.grad_scaler
-
-    def recording(amp_dtype: torch.dtype | None, device: torch.device) -> torch.amp.GradScaler:
-        scaler = real(amp_dtype, device)
-        assert scaler.is_enabled() and scaler._device == "cpu", "fp16 on CPU: a CPU scaler"
-        return Recording("cpu", init_scale=scaler.get_scale())
-
-    monkeypatch.setattr(state_mod, "grad_scaler", recording)
+    log = record_scaler(monkeypatch)  # per step: weights changed, scale after update
     weights = train(tmp_path, "train.amp=fp16", "train.max_nonfinite_steps=1")
     assert len(log) == STEPS, f"{len(log)} scaler updates for {STEPS} steps"
     changed = [c for c, _ in log]

@@ -3,13 +3,10 @@ overflowing step, bf16, channels_last + torch.compile (+ train.micro_batch)."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 import torch
 
-import varcon.engine.state as state_mod
-from short_runs import STEPS, InfGradient, assert_finite, max_diff, train, watch_loss
+from short_runs import STEPS, InfGradient, assert_finite, max_diff, record_scaler, train, watch_loss
 from varcon.runtime.checkpoint import load_checkpoint
 
 
@@ -27,29 +24,7 @@ def test_fp16_gradscaler_skips_an_overflowing_step_and_halves_the_scale(tmp_path
     overflow_at = 1
     dtypes = watch_loss(monkeypatch,
                         lambda i, f: InfGradient.apply(f) if i == overflow_at else f)
-    log: list[tuple[bool, float]] = []  # per step: weights changed, scale after update
-
-    class Recording(torch.amp.GradScaler):
-        def step(self, optimizer: torch.optim.Optimizer, *args: Any, **kwargs: Any) -> Any:
-            params = [p for g in optimizer.param_groups for p in g["params"]]
-            before = [p.detach().clone() for p in params]
-            out = super().step(optimizer, *args, **kwargs)
-            self._changed = any(not torch.equal(p, b)
-                                for p, b in zip(params, before, strict=True))
-            return out
-
-        def update(self, new_scale: Any = None) -> None:
-            super().update(new_scale)
-            log.append((self._changed, self.get_scale()))
-
-    real = state_mod.grad_scaler
-
-    def recording(amp_dtype: torch.dtype | None, dev: torch.device) -> torch.amp.GradScaler:
-        scaler = real(amp_dtype, dev)
-        assert scaler.is_enabled(), f"no GradScaler for train.amp=fp16 on {dev}"
-        return Recording(dev.type, init_scale=scaler.get_scale())
-
-    monkeypatch.setattr(state_mod, "grad_scaler", recording)
+    log = record_scaler(monkeypatch)  # per step: weights changed, scale after update
     weights = train(tmp_path, device, "train.amp=fp16", "train.max_nonfinite_steps=1")
     assert set(dtypes) == {torch.float16}, f"train.amp=fp16: the loss saw features {dtypes}"
     changed = [c for c, _ in log]
