@@ -66,7 +66,7 @@ def _pretrain(cfg: Config, ctx: DistContext) -> dict[str, Any]:
     # the host reads the device every train.log_every steps (every 10 without logging)
     reader = StepReader(cfg.train.log_every or 10, cfg.train.max_nonfinite_steps, ctx.is_main)
     try:
-        with StopOnSignal(ctx) as stop:
+        with StopOnSignal() as stop:
             for epoch in range(start_epoch, cfg.optim.epochs):
                 first_step = start_step if epoch == start_epoch else 0
                 record = train_one_epoch(run, model, epoch, first_step, stop, logger, reader)

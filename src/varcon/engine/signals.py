@@ -8,8 +8,6 @@ import signal
 from types import TracebackType
 from typing import Any
 
-from varcon.runtime.distributed import DistContext
-
 __all__ = ["StopOnSignal", "TrainingDiverged", "TrainingInterrupted"]
 
 
@@ -23,10 +21,9 @@ class TrainingDiverged(RuntimeError):
 
 class StopOnSignal:
     """Within the block, SIGTERM/SIGINT set a flag instead of killing the process; the loop
-    asks :meth:`requested` between steps. The previous handlers come back on exit."""
+    reads :attr:`signalled` between steps. The previous handlers come back on exit."""
 
-    def __init__(self, ctx: DistContext) -> None:
-        self.ctx = ctx
+    def __init__(self) -> None:
         self.signum: int | None = None
         self._previous: dict[int, Any] = {}
 
