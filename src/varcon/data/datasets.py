@@ -508,9 +508,17 @@ _LAYOUT = ("expected an ImageFolder tree: <root>/train/<class>/<image files> and
            "<root>/val/<class>/<image files> (or <root>/test/<class>/...)")
 
 
+def _loose_images(d: Path) -> list[str]:
+    """The image files directly inside ``d`` (sorted), not in sub-folders."""
+    return sorted(str(p) for p in d.iterdir()
+                  if p.is_file() and p.suffix.lower() in IMG_EXTENSIONS)
+
+
 def _split_dir(root: Path, split: str) -> Path:
     if split == "train":
         d = root / "train"
+        if not d.is_dir() and root.is_dir() and _loose_images(root):
+            return root  # a flat folder of images: the training split, without labels
     else:
         d = root / "val"
         if not d.is_dir() and (root / "test").is_dir():
@@ -523,8 +531,20 @@ def _split_dir(root: Path, split: str) -> Path:
 
 
 def _scan_tree(root: Path, split: str) -> tuple[list[str], list[int], list[str]]:
-    """(paths, labels, class names of train) with train's sorted class -> index map."""
+    """(paths, labels, class names of train) with train's sorted class -> index map. A
+    training folder that holds image files and no class folder is unlabelled: every label
+    -1, no class names."""
     train_dir = _split_dir(root, "train")
+    # (hidden folders, e.g. the decoded-image cache .varcon_cache/, are not classes)
+    if split == "train" and not any(p.is_dir() and not p.name.startswith(".")
+                                    for p in train_dir.iterdir()):
+        loose = _loose_images(train_dir)
+        if not loose:
+            raise ValueError(
+                f"imagefolder: {train_dir} holds no image file (extensions "
+                f"{', '.join(IMG_EXTENSIONS)}) and no class folder; {_LAYOUT}, or a folder "
+                "of images without labels (data.labels=none)")
+        return loose, [-1] * len(loose), []
     try:
         classes, class_to_idx = find_classes(train_dir)
     except FileNotFoundError as e:

@@ -553,8 +553,12 @@ class TransformedDataset(Dataset):
             workers and to the accelerator. Finish them with :meth:`finish` where they
             are used (``finish(images.to(device))``). Other transforms ignore it. Default
             False: float32 views, normalised.
+        labels: optional LongTensor [len(dataset)] yielded instead of the dataset's labels
+            (-1 for an image whose label is hidden: self- and semi-supervised pre-training,
+            :func:`varcon.data.labels.partial_labels`).
 
-    ``targets`` and ``info`` of the wrapped dataset are passed through when present.
+    ``targets`` (``labels`` when given) and ``info`` of the wrapped dataset are passed
+    through when present.
 
     Fast paths: a DataLoader with batches (``batch_size`` or a ``batch_sampler``) calls
     ``__getitems__`` with the whole batch; when the transform has ``apply_batch``
@@ -571,8 +575,12 @@ class TransformedDataset(Dataset):
     """
 
     def __init__(self, dataset: Dataset, transform: Callable[[torch.Tensor], torch.Tensor],
-                 *, uint8_views: bool = False) -> None:
+                 *, uint8_views: bool = False, labels: torch.Tensor | None = None) -> None:
+        if labels is not None and len(labels) != len(dataset):  # type: ignore[arg-type]
+            raise ValueError(f"labels has {len(labels)} entries for a dataset of "
+                             f"{len(dataset)} images")  # type: ignore[arg-type]
         self.dataset = dataset
+        self.labels = None if labels is None else torch.as_tensor(labels, dtype=torch.long)
         self.transform = transform
         self._sim, self._n_views = _simaugment_of(transform)
         self.uint8_views = bool(uint8_views) and self._sim is not None
@@ -608,6 +616,8 @@ class TransformedDataset(Dataset):
                 self._sim is not None and isinstance(self.dataset, ImageFileDataset)):
             return self.__getitems__([index])[0]
         image, label = self.dataset[index]
+        if self.labels is not None:
+            label = self.labels[index]
         return self.transform(image), int(label)
 
     def __getitems__(self, keys: Sequence[int | tuple[int, int]]
@@ -618,7 +628,8 @@ class TransformedDataset(Dataset):
         if self._sim is not None and isinstance(self.dataset, ImageFileDataset) and keys:
             return self._file_items(indices, [int(k[1]) for k in pairs] if seeded else None)
         items = [self.dataset[i] for i in indices]
-        labels = [int(lab) for _, lab in items]
+        labels = ([int(lab) for _, lab in items] if self.labels is None
+                  else self.labels[indices].tolist())
         images = [img for img, _ in items]
         if hasattr(self.transform, "apply_batch") and images:
             gens = ([torch.Generator().manual_seed(int(k[1])) for k in pairs]
@@ -672,7 +683,8 @@ class TransformedDataset(Dataset):
                 normalize_uint8(views, sim.mean, sim.std, out=out[pos])  # type: ignore[union-attr]
         if self._n_views is None:  # a bare SimAugment: one view [C, S, S] per item
             out = out[:, 0]
-        return ViewBatch(out, ds.targets[indices])
+        targets = ds.targets if self.labels is None else self.labels
+        return ViewBatch(out, targets[indices])
 
     @staticmethod
     def collate(batch: Sequence) -> object:
@@ -684,6 +696,8 @@ class TransformedDataset(Dataset):
 
     @property
     def targets(self) -> torch.Tensor:
+        if self.labels is not None:
+            return self.labels
         return self.dataset.targets  # type: ignore[attr-defined]
 
     @property

@@ -10,12 +10,14 @@ CPU and GPU.
 from __future__ import annotations
 
 import time
+import warnings
 from typing import Any
 
 from torch import nn
 
 from varcon.evaluation.commands import evaluate_after_pretrain, online_knn
 from varcon.evaluation.session import EvalSession
+from varcon.methods import TrainingWarning
 from varcon.runtime.backend import torch_settings
 from varcon.runtime.config import Config
 from varcon.runtime.distributed import DistContext, barrier, setup_distributed, teardown
@@ -32,6 +34,9 @@ from .state import (
     wrap_for_training,
 )
 from .step import train_step
+
+# Statistics of the last epoch that the summary shows: they need no labels.
+LABEL_FREE_KEYS = ("effective_rank", "marginal_entropy", "dead_prototypes")
 
 __all__ = ["TrainingDiverged", "TrainingInterrupted", "build_loss", "pretrain",
            "seed_everything", "train_one_epoch"]
@@ -65,6 +70,7 @@ def _pretrain(cfg: Config, ctx: DistContext) -> dict[str, Any]:
                                           run.last_checkpoint)
     # the host reads the device every train.log_every steps (every 10 without logging)
     reader = StepReader(cfg.train.log_every or 10, cfg.train.max_nonfinite_steps, ctx.is_main)
+    last_record: dict[str, Any] = {}
     try:
         with StopOnSignal() as stop:
             for epoch in range(start_epoch, cfg.optim.epochs):
@@ -74,6 +80,12 @@ def _pretrain(cfg: Config, ctx: DistContext) -> dict[str, Any]:
                     # validation during pre-training: the encoder as it is now, kNN on test
                     record.update(online_knn(evaluation))
                 logger.log_epoch(record)
+                if ctx.is_main:  # signs of failure the method reads in its statistics
+                    for message in run.method.warnings(cfg, record):
+                        # explicit location: the message is about the run, not a code line
+                        warnings.warn_explicit(f"epoch {epoch + 1}: {message}",
+                                               TrainingWarning, "varcon pretrain", 0)
+                last_record = record
                 if ctx.is_main:
                     print(format_epoch(record), flush=True)
                 path = run.save("last.pt", epoch + 1, 0)
@@ -89,6 +101,8 @@ def _pretrain(cfg: Config, ctx: DistContext) -> dict[str, Any]:
 
     summary: dict[str, Any] = {"run_dir": str(run.run_dir), "epochs": cfg.optim.epochs,
                                "method": cfg.method, "dataset": cfg.data.dataset}
+    # label-free diagnostics of the last epoch (self-supervised methods report them)
+    summary.update({k: last_record[k] for k in LABEL_FREE_KEYS if k in last_record})
     if cfg.linear.run_after_pretrain:
         summary.update(evaluate_after_pretrain(evaluation))
     return summary

@@ -116,7 +116,7 @@ def build_run_state(cfg: Config, ctx: DistContext) -> RunState:
     data = build_train_data(cfg, ctx)
     # data.sampler: random (EpochBatchSampler) or class_balanced; both give the same global
     # batches whatever the number of processes, and resume mid-epoch.
-    sampler = build_train_sampler(cfg, data.dataset, ctx)
+    sampler = build_train_sampler(cfg, data.pretrain_set, ctx)
     # Contrastive methods see several views per image ([B, V, C, H, W]); ce sees one.
     transform = data.train_transform
     if method.multi_view:
@@ -124,7 +124,10 @@ def build_run_state(cfg: Config, ctx: DistContext) -> RunState:
     # On a GPU, SimAugment views leave the workers as uint8 (4x fewer bytes) and are
     # normalised on the device by train_set.finish; on a CPU the workers normalise.
     on_gpu = ctx.device.type == "cuda"
-    train_set = TransformedDataset(data.dataset, transform, uint8_views=on_gpu)
+    # pretrain_set: the labelled images for supervised methods; all images for self- and
+    # semi-supervised ones, their hidden labels -1 (pretrain_labels)
+    train_set = TransformedDataset(data.pretrain_set, transform, uint8_views=on_gpu,
+                                   labels=data.pretrain_labels)
     loader = torch.utils.data.DataLoader(
         train_set,
         batch_sampler=sampler,

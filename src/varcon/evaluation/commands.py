@@ -42,11 +42,23 @@ def evaluate_checkpoint(
                 "eval_dataset": session.context()["eval_dataset"]}
 
 
+NO_LABELS = (
+    "no labelled training image: accuracy (kNN, clustering, the linear probe) needs a "
+    "labelled split, <root>/train/<class>/ and <root>/val/<class>/ folders. Evaluate this "
+    "encoder on one with `varcon knn --checkpoint RUN data.root=TREE data.labels=use` (and "
+    "`varcon linear ...`); the label-free diagnostics above (effective rank; for varcon_ssl "
+    "the pseudo-class entropy and dead prototypes) are in RUN/metrics.jsonl")
+
+
 def evaluate_after_pretrain(session: EvalSession) -> dict[str, Any]:
     """kNN and clustering (when enabled) and the linear probe of a training run's network
     into ``session.out_dir``; the training split is encoded once for all three. Returns the
     headline figures."""
     cfg = session.cfg
+    if not session.data.has_labels:
+        if session.ctx.is_main:
+            print(NO_LABELS, flush=True)
+        return {}
     session.prepare_output()
     summary: dict[str, Any] = {}
     if cfg.knn.enabled:
@@ -74,6 +86,8 @@ def online_knn(session: EvalSession) -> dict[str, float]:
     session's, loaded once. Every rank encodes its shard.
     """
     cfg = session.cfg
+    if not session.data.has_labels:
+        return {}
     kind = cfg.eval.features
     train_f, train_y = session.encode_dataset(session.split("train"), kind, progress=False)
     test_f, test_y = session.encode_dataset(session.split("test"), kind, progress=False)

@@ -120,7 +120,7 @@ class EvalSession:
         mean = tuple(spec.get("mean") or data.mean)
         std = tuple(spec.get("std") or data.std)
         data = RunData(data.dataset, data.info, int(spec["image_size"]), mean, std,
-                       data.train_transform)
+                       data.train_transform, data.pretrain_set, data.pretrain_labels)
         out = Path(output_dir) if output_dir else eval_dir_of(checkpoint)
         return cls(cfg=cfg, net=net, ctx=ctx, data=data, out_dir=out, checkpoint=str(path),
                    source=_source(config_from_dict(base)))

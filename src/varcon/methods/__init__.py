@@ -1,4 +1,5 @@
-"""Training methods by name: ``method=varcon | supcon | ce`` and any you register.
+"""Training methods by name: ``method=varcon | supcon | ce | simclr | varcon_ssl`` and any
+you register.
 
 A method is a :class:`MethodSpec`: how to build its loss from the config, how to compute
 the loss and its statistics from a batch, and which head and views it needs. The training
@@ -17,13 +18,15 @@ from __future__ import annotations
 
 from varcon._registry import Registry
 
-from .base import MethodOutput, MethodSpec
+from .base import MethodOutput, MethodSpec, TrainingWarning
 from .ce import CE
+from .simclr import SIMCLR
 from .supcon import SUPCON
 from .varcon import VARCON
+from .varcon_ssl import VARCON_SSL
 
-__all__ = ["METHODS", "MethodOutput", "MethodSpec", "get_method", "method_names",
-           "register_method"]
+__all__ = ["METHODS", "MethodOutput", "MethodSpec", "TrainingWarning", "get_method",
+           "method_names", "register_method"]
 
 METHODS: Registry[MethodSpec] = Registry("method")
 
@@ -44,5 +47,5 @@ def method_names() -> tuple[str, ...]:
     return METHODS.names()
 
 
-for _spec in (VARCON, SUPCON, CE):
+for _spec in (VARCON, SUPCON, CE, SIMCLR, VARCON_SSL):
     register_method(_spec)

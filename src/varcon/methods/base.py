@@ -19,7 +19,11 @@ from torch import Tensor, nn
 if TYPE_CHECKING:  # the config is passed in; methods never import the runtime
     from varcon.runtime.config import Config
 
-__all__ = ["MethodOutput", "MethodSpec"]
+__all__ = ["MethodOutput", "MethodSpec", "TrainingWarning"]
+
+
+class TrainingWarning(UserWarning):
+    """A sign that a run is failing, found in an epoch's statistics (e.g. collapse)."""
 
 
 class MethodOutput(NamedTuple):
@@ -56,6 +60,12 @@ class MethodSpec:
         progress: stat keys shown on the progress bar, with their short names.
         validate: ``cfg -> [problems]``: rules on other sections this method imposes.
         description: one line for ``varcon --help`` and the docs.
+        labels: what the method does with the training labels: ``"required"`` (supervised:
+            it trains on labelled images only), ``"optional"`` (it uses the labels it gets;
+            unlabelled images arrive with label -1) or ``"ignored"`` (self-supervised).
+        diagnose: ``(cfg, epoch record) -> [warnings]``, called after every epoch on the
+            main process: signs of a failing run read from the epoch's statistics (e.g.
+            collapse of a self-supervised method).
     """
 
     name: str
@@ -66,7 +76,13 @@ class MethodSpec:
     progress: dict[str, str] = field(default_factory=dict)
     validate: Callable[[Config], list[str]] | None = None
     description: str = ""
+    labels: Literal["required", "optional", "ignored"] = "required"
+    diagnose: Callable[[Config, dict[str, Any]], list[str]] | None = None
 
     def check(self, cfg: Any) -> list[str]:
         """The problems :attr:`validate` finds in ``cfg`` (none without a hook)."""
         return list(self.validate(cfg)) if self.validate is not None else []
+
+    def warnings(self, cfg: Any, record: dict[str, Any]) -> list[str]:
+        """What :attr:`diagnose` finds wrong in one epoch's record (nothing without a hook)."""
+        return list(self.diagnose(cfg, record)) if self.diagnose is not None else []

@@ -64,8 +64,9 @@ def build_network(
     with a classifier head (``"ce"``): ``nn.Linear(enc.out_dim, num_classes)`` (logits
     ``[N, num_classes]``). Unknown ``method`` raises ``ValueError``.
     """
-    get_method(method)  # an unknown method fails before the encoder is built
-    if int(num_classes) < 1:
+    spec = get_method(method)  # an unknown method fails before the encoder is built
+    # 0 classes: unlabelled training data, fine for a projection head
+    if int(num_classes) < (1 if spec.head == "classifier" else 0):
         raise ValueError(f"num_classes must be >= 1, got {num_classes}")
     encoder = create_model(
         encoder_name, in_channels=in_channels, image_size=image_size, **encoder_kwargs

@@ -177,6 +177,13 @@ class DataConfig:
     # rotations (1, 2, 4) and one of `channel_orders` RGB orders (1..6), label = (class, r, p).
     rotations: int = 1
     channel_orders: int = 1
+    # Labels for pre-training: "use" (those the data has) | "none" (hidden from the loss, for
+    # self-supervised methods; evaluation still uses the labelled splits). A folder of images
+    # without class folders has none.
+    labels: Literal["use", "none"] = "use"
+    # Only a seeded class-balanced fraction of the training images keeps its label (for
+    # pre-training and for evaluation: kNN bank, probe); the rest count as unlabelled.
+    labeled_fraction: float | None = None
 
     def problems(self, prefix: str = "data") -> list[str]:
         """This section's impossible values (the batch composition against ``optim`` and
@@ -241,6 +248,10 @@ class DataConfig:
         if self.per_class is not None and self.per_class < 1:
             p.append(f"{prefix}.per_class: must be >= 1 (or null for all images), got "
                      f"{self.per_class}")
+        f = self.labeled_fraction
+        if f is not None and not 0 < f <= 1:
+            p.append(f"{prefix}.labeled_fraction: a fraction in (0, 1] of the training images "
+                     f"that keep their label (e.g. 0.1), or null for all; got {f}")
         try:  # varcon.data.variants owns the rule (its message names data.rotations)
             check_variants(self.rotations, self.channel_orders)
         except ValueError as exc:
@@ -320,6 +331,43 @@ class LossConfig:
                      lambda: check_hyperparameters(t)):
             _delegate(p, f"{prefix}.epsilon", "epsilon", lambda: check_hyperparameters(t, e))
         _delegate(p, f"{prefix}.momentum", "momentum", lambda: check_momentum(self.momentum))
+        return p
+
+
+@dataclass
+class SSLConfig:
+    """``method=varcon_ssl``'s pseudo-classes (:class:`varcon.losses.VarConSSLLoss`)."""
+
+    num_prototypes: int = 100  # K pseudo-classes (<= optim.batch_size x data.views)
+    instance_weight: float = 1.0  # weight of VarCon with instance labels
+    prototype_weight: float = 1.0  # weight of the pseudo-class term
+    momentum: float = 0.9  # prototype update: weight of the old prototype, in [0, 1)
+    sinkhorn_epsilon: float = 0.05  # entropic regularisation of the balanced codes
+    sinkhorn_iterations: int = 3
+    dead_after: int = 100  # steps without a win before a prototype counts as dead
+
+    def problems(self, prefix: str = "ssl") -> list[str]:
+        """The loss's own checks, naming the config keys."""
+        from varcon.losses.functional import check_momentum
+        from varcon.losses.self_supervised.sinkhorn import check_sinkhorn
+        from varcon.losses.self_supervised.varcon_ssl import check_num_prototypes, check_weights
+
+        p: list[str] = []
+        _delegate(p, f"{prefix}.num_prototypes", "num_prototypes",
+                  lambda: check_num_prototypes(self.num_prototypes))
+        iw, pw = self.instance_weight, self.prototype_weight
+        if _delegate(p, f"{prefix}.instance_weight", "instance_weight",
+                     lambda: check_weights(iw, 1.0)) and _delegate(
+                p, f"{prefix}.prototype_weight", "prototype_weight",
+                lambda: check_weights(1.0, pw)):
+            _delegate(p, f"{prefix}.instance_weight", "", lambda: check_weights(iw, pw))
+        _delegate(p, f"{prefix}.momentum", "momentum", lambda: check_momentum(self.momentum))
+        _delegate(p, f"{prefix}.sinkhorn_epsilon", "sinkhorn_epsilon",
+                  lambda: check_sinkhorn(self.sinkhorn_epsilon, 3))
+        _delegate(p, f"{prefix}.sinkhorn_iterations", "sinkhorn_iterations",
+                  lambda: check_sinkhorn(0.05, self.sinkhorn_iterations))
+        if self.dead_after < 1:
+            p.append(f"{prefix}.dead_after: must be >= 1 (steps), got {self.dead_after}")
         return p
 
 
@@ -561,6 +609,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
+    ssl: SSLConfig = field(default_factory=SSLConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     linear: LinearConfig = field(default_factory=LinearConfig)
@@ -631,6 +680,7 @@ class Config:
                 p.append(f"data.views: contrastive methods need >= 2 views (method="
                          f"{self.method}), got {d.views}")
             p.extend(spec.check(self))
+            p.extend(_label_problems(self, spec.labels))
         if self.loss.prototypes == "ema" and self.method != "varcon":
             p.append(f"loss.prototypes: 'ema' applies to method=varcon only (got method="
                      f"{self.method}); set loss.prototypes=batch, or method=varcon")
@@ -655,6 +705,26 @@ class Config:
                      f"chunks): use a divisor of {batch}, e.g. "
                      f"{_largest_divisor_at_most(batch, k)}")
         return p
+
+
+def _label_problems(cfg: Config, use: str) -> list[str]:
+    """``data.labels``, ``data.labeled_fraction``, the sampler and the ``ssl`` section against
+    what the method does with labels (``MethodSpec.labels``)."""
+    p: list[str] = []
+    d = cfg.data
+    if d.labels == "none" and use == "required":
+        p.append(f"data.labels=none: method={cfg.method} is supervised and needs the labels; "
+                 "use method=simclr or method=varcon_ssl, or data.labels=use")
+    if d.sampler == "class_balanced" and (use != "required" or d.labeled_fraction is not None):
+        p.append(f"data.sampler=class_balanced builds batches from the labels, which "
+                 f"method={cfg.method} with these data settings does not have for every "
+                 "image: use data.sampler=random")
+    changed = [f"ssl.{f.name}={getattr(cfg.ssl, f.name)!r}" for f in dataclasses.fields(SSLConfig)
+               if getattr(cfg.ssl, f.name) != f.default]
+    if changed and cfg.method != "varcon_ssl":
+        p.append(f"{', '.join(changed)}: the ssl section is used by method=varcon_ssl only (got "
+                 f"method={cfg.method}); remove it, or set method=varcon_ssl")
+    return p
 
 
 _BUILTIN_SECTIONS = tuple(f.name for f in dataclasses.fields(Config)

@@ -9,8 +9,9 @@ from typing import Any
 import torch
 
 from varcon.data import build_dataset, build_transform
+from varcon.data.labels import labeled_mask, partial_labels
 from varcon.data.sampling import ClassBalancedBatchSampler, EpochBatchSampler
-from varcon.data.subsets import select_classes, take_per_class
+from varcon.data.subsets import ClassSubset, select_classes, take_per_class
 from varcon.data.variants import add_variants
 
 from .config import Config
@@ -22,12 +23,28 @@ __all__ = ["RunData", "build_split", "build_train_data", "build_train_sampler",
 
 @dataclass
 class RunData:
+    """A run's training data. ``dataset``: the labelled training images (what evaluation
+    uses: the kNN bank, the probe's training set); ``pretrain_set`` (default ``dataset``):
+    what pre-training reads, with ``pretrain_labels`` (-1 for a hidden label) in place of
+    its own labels when set."""
+
     dataset: Any  # training split: (uint8 image [C,H,W], label)
     info: Any  # DatasetInfo
     image_size: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
     train_transform: Callable[[torch.Tensor], torch.Tensor]
+    pretrain_set: Any = None
+    pretrain_labels: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if self.pretrain_set is None:
+            self.pretrain_set = self.dataset
+
+    @property
+    def has_labels(self) -> bool:
+        """Whether any training image has a label (evaluation needs some)."""
+        return len(self.dataset) > 0
 
 
 def build_split(cfg: Config, split: str, ctx: DistContext | None = None) -> Any:
@@ -69,16 +86,49 @@ def _channels(values: list[float] | None, default: tuple[float, ...],
     return tuple(values)
 
 
+def _split_by_labels(cfg: Config, full: Any) -> tuple[Any, Any, torch.Tensor | None]:
+    """(labelled images, what pre-training reads, its labels or None) for ``data.labels``,
+    ``data.labeled_fraction`` and what the method does with labels."""
+    from varcon.methods import get_method
+
+    use = get_method(cfg.method).labels
+    targets = getattr(full, "targets", None)
+    if targets is None and use == "required" and cfg.data.labeled_fraction is None:
+        return full, full, None  # a dataset without .targets: every image has its label
+    if targets is None:
+        raise ValueError(f"{type(full).__name__} has no .targets (a LongTensor of its labels, "
+                         "-1 for none): self- and semi-supervised training needs it")
+    targets = torch.as_tensor(targets, dtype=torch.long)
+    mask = labeled_mask(targets, cfg.data.labeled_fraction, seed=cfg.seed)
+    labeled = full
+    if not bool(mask.all()):
+        kept = torch.nonzero(mask).reshape(-1)
+        labeled = ClassSubset(full, kept, torch.arange(max(full.info.num_classes, 1)), full.info)
+    if use == "required":  # supervised: trains on the labelled images only
+        if len(labeled) == 0:
+            raise ValueError(
+                f"method={cfg.method} is supervised but the training split "
+                f"({cfg.data.root or cfg.data.dataset}) has no labelled image (a folder "
+                "without class folders?): use method=simclr or method=varcon_ssl with "
+                "data.labels=none, or sort the images into <root>/train/<class>/ folders")
+        return labeled, labeled, None
+    hidden = use == "ignored" or cfg.data.labels == "none"
+    shown = torch.zeros_like(mask) if hidden else mask
+    return labeled, full, partial_labels(targets, shown)
+
+
 def build_train_data(cfg: Config, ctx: DistContext | None = None) -> RunData:
-    dataset = build_split(cfg, "train", ctx)
-    info = dataset.info
+    full = build_split(cfg, "train", ctx)
+    dataset, pretrain_set, pretrain_labels = _split_by_labels(cfg, full)
+    info = full.info
     image_size = cfg.data.image_size or info.image_size
     mean = _channels(cfg.data.mean, info.mean, info.channels)
     std = _channels(cfg.data.std, info.std, info.channels)
     transform = build_transform(
         cfg.data.augment, image_size, mean, std, **cfg.data.augment_params
     )
-    return RunData(dataset, info, image_size, mean, std, transform)
+    return RunData(dataset, info, image_size, mean, std, transform, pretrain_set,
+                   pretrain_labels)
 
 
 def build_train_sampler(
