@@ -47,8 +47,8 @@ def test_ce_method_gives_logits(encoder: str, channels: int, size: int) -> None:
 
 
 def test_unknown_method() -> None:
-    with pytest.raises(ValueError, match="simclr"):
-        build_network("simclr", "small_cnn", num_classes=2, in_channels=1, image_size=8)
+    with pytest.raises(ValueError, match="byol"):
+        build_network("byol", "small_cnn", num_classes=2, in_channels=1, image_size=8)
 
 
 def test_encoder_kwargs_are_forwarded() -> None:

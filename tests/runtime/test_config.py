@@ -62,7 +62,7 @@ def test_unknown_key_lists_valid_keys_and_suggests():
 
 
 def test_all_problems_listed_at_once():
-    data = {"method": "simclr", "optim": {"lr": -1, "epochs": 5, "warmup_epochs": 10},
+    data = {"method": "byol", "optim": {"lr": -1, "epochs": 5, "warmup_epochs": 10},
             "loss": {"temperature": 0.1, "epsilon": 0.2}, "data": {"views": "two"}}
     with pytest.raises(ConfigError) as err:
         config_from_dict(data)

@@ -143,7 +143,8 @@ def valid_configs(draw: st.DrawFn) -> dict[str, object]:
     channels = draw(st.sampled_from([None, own] if own is not None else [None, 1, 3]))
     batch_unit = draw(st.integers(1, 8))
     batch = batch_unit * draw(st.integers(1, 16))
-    balanced = draw(st.booleans())
+    uses_labels = get_method(method).labels == "required"
+    balanced = draw(st.booleans()) and uses_labels  # class-balanced batches need every label
     divisors = [k for k in range(1, batch + 1) if batch % k == 0]
     rotations = draw(st.sampled_from([1, 2, 4]))
     channel_orders = draw(st.integers(1, 6))
@@ -178,8 +179,13 @@ def valid_configs(draw: st.DrawFn) -> dict[str, object]:
             "classes": draw(st.sampled_from([None, [0, 1], ["cat"]])),
             "per_class": draw(st.one_of(st.none(), st.integers(1, 100))),
             "rotations": rotations, "channel_orders": channel_orders,
+            "labels": draw(st.sampled_from(["use", "none"] if not uses_labels else ["use"])),
+            "labeled_fraction": None if balanced else draw(
+                st.one_of(st.none(), st.floats(0.01, 1.0))),
         },
         "model": {"head_dim": draw(st.integers(1, 512))},
+        # varcon_ssl: at most one prototype per embedding of a step (batch x views >= 2)
+        **({"ssl": {"num_prototypes": 2}} if method == "varcon_ssl" else {}),
         "loss": {
             "temperature": temperature,
             "epsilon": draw(st.floats(0.0, 0.999)) * temperature,

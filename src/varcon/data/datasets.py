@@ -540,10 +540,10 @@ def _scan_tree(root: Path, split: str) -> tuple[list[str], list[int], list[str]]
                                     for p in train_dir.iterdir()):
         loose = _loose_images(train_dir)
         if not loose:
-            raise ValueError(
-                f"imagefolder: {train_dir} holds no image file (extensions "
-                f"{', '.join(IMG_EXTENSIONS)}) and no class folder; {_LAYOUT}, or a folder "
-                "of images without labels (data.labels=none)")
+            raise FileNotFoundError(
+                f"imagefolder: no class folder and no image file (extensions "
+                f"{', '.join(IMG_EXTENSIONS)}) in {train_dir}; {_LAYOUT}, or a folder of "
+                "images without labels (data.labels=none)")
         return loose, [-1] * len(loose), []
     try:
         classes, class_to_idx = find_classes(train_dir)

@@ -11,7 +11,8 @@ __all__ = ["collapse_warnings"]
 MIN_RANK_FRACTION = 0.05  # effective rank below 5% of the embedding dimension (and < 2)
 MIN_ENTROPY_FRACTION = 0.5  # batch-marginal pseudo-class entropy below half of log K
 MAX_DEAD_FRACTION = 0.5  # more than half of the prototypes never the most probable
-STUCK_NLL_FRACTION = 0.98  # pseudo-class NLL still at log K (uniform posteriors)
+STUCK_NLL_TOLERANCE = 0.02  # pseudo-class NLL within 2% of log K ...
+STUCK_CONFIDENCE = 2.0  # ... and the target's probability below 2 / K: uniform posteriors
 MAX_AT_BOUNDS = 0.95  # tau2 at either bound for nearly every sample
 
 
@@ -45,11 +46,14 @@ def collapse_warnings(cfg: Any, record: dict[str, Any]) -> list[str]:
             f"dead prototypes: {dead:.0f} of {k} were nobody's most probable pseudo-class for "
             f"{cfg.ssl.dead_after} steps. Try fewer prototypes (ssl.num_prototypes) or a "
             "lower ssl.momentum")
-    nll = record.get("nll")
-    if nll is not None and record.get("epoch", 1) >= 2 and nll > STUCK_NLL_FRACTION * log_k:
+    nll, confidence = record.get("nll"), record.get("confidence_mean")
+    if (nll is not None and confidence is not None and record.get("epoch", 1) >= 2
+            and abs(nll - log_k) < STUCK_NLL_TOLERANCE * log_k
+            and confidence < STUCK_CONFIDENCE / k):
         out.append(
             f"loss stuck at log K: the pseudo-class NLL is {nll:.3f} against log K = "
-            f"{log_k:.3f} (every posterior uniform): the prototypes separate nothing yet. "
+            f"{log_k:.3f} and the mean probability of the target {confidence:.4f} (1/K = "
+            f"{1 / k:.4f}): every posterior is uniform, the prototypes separate nothing. "
             "If it persists, lower loss.temperature or raise ssl.prototype_weight")
     bounds = record.get("tau2_at_bounds")
     if (bounds is not None and cfg.loss.epsilon > 0 and record.get("epoch", 1) >= 2
