@@ -194,8 +194,8 @@ def test_an_empty_folder_is_an_error_that_shows_both_layouts(tmp_path):
     (tmp_path / "empty" / "train").mkdir(parents=True)
     cfg = digits_config(tmp_path, "data.dataset=imagefolder", f"data.root={tmp_path / 'empty'}",
                         "method=simclr")
-    with pytest.raises(FileNotFoundError, match="no class folder and no image file.*without "
-                                                "labels"):
+    with pytest.raises(FileNotFoundError, match=r"no class folder and no image file.*without "
+                                                r"labels"):
         pretrain(cfg)
 
 
@@ -222,5 +222,5 @@ def test_bad_self_supervised_settings_are_rejected_before_work(tmp_path, overrid
 def test_too_few_prototypes_for_the_labelled_classes(tmp_path):
     cfg = digits_config(tmp_path, "method=varcon_ssl", "ssl.num_prototypes=5",
                         "data.labeled_fraction=0.5")
-    with pytest.raises(ValueError, match="ssl.num_prototypes=5 is less than the 10 classes"):
+    with pytest.raises(ValueError, match=r"ssl\.num_prototypes=5 is less than the 10 classes"):
         pretrain(cfg)

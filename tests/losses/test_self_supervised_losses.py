@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-
 from reference import varcon_reference
+
 from varcon.losses import NTXentLoss, SupConLoss, VarConSSLLoss, varcon_loss, varcon_ssl_loss
 from varcon.losses.self_supervised import (
     effective_rank,
