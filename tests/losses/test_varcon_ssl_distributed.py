@@ -1,0 +1,95 @@
+"""Two gloo processes on CPU: ``VarConSSLLoss`` keeps the same prototypes, dead-prototype
+clock and step count on every rank, equal to one process on the concatenated batches, and
+DDP gets the exact gradient of the global-batch loss.
+
+Each rank holds half the images of every global batch (both views of each, on adjacent
+rows); a few images carry a label (semi-supervised rows)."""
+
+from __future__ import annotations
+
+import datetime
+import os
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+from glootools import spawn_gloo
+from varcon.losses import VarConSSLLoss
+
+pytestmark = pytest.mark.slow
+
+WORLD, IMAGES, VIEWS, IN_DIM, OUT_DIM, K, STEPS = 2, 8, 2, 6, 5, 4, 4
+
+
+def _batches():
+    g = torch.Generator().manual_seed(11)
+    out = []
+    for _ in range(STEPS):
+        x = torch.randn(IMAGES * VIEWS, IN_DIM, generator=g, dtype=torch.float64)
+        labels = torch.full((IMAGES * VIEWS,), -1, dtype=torch.long)
+        labels[[2, 3]] = 1  # image 1 (both views) is labelled
+        labels[[12, 13]] = 3  # image 6, held by the other rank
+        out.append((x, labels))
+    return out
+
+
+def _train(model, rows):
+    loss_fn = VarConSSLLoss(K, OUT_DIM, VIEWS, momentum=0.5, dead_after=2,
+                            equal_shards=True).double()
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    losses = []
+    for x, y in _batches():
+        opt.zero_grad()
+        loss = loss_fn(F.normalize(model(x[rows]), dim=1), y[rows])
+        loss.backward()
+        opt.step()
+        losses.append(loss.detach())
+    return loss_fn, torch.stack(losses)
+
+
+def _model():
+    torch.manual_seed(5)
+    return torch.nn.Linear(IN_DIM, OUT_DIM).double()
+
+
+def _worker(rank, world, init_file, out_dir):
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
+                            world_size=world, timeout=datetime.timedelta(seconds=60))
+    try:
+        share = IMAGES * VIEWS // world
+        ddp = torch.nn.parallel.DistributedDataParallel(_model())
+        loss_fn, losses = _train(ddp, slice(rank * share, (rank + 1) * share))
+        torch.save({"buffers": loss_fn.state_dict(), "losses": losses,
+                    "weights": ddp.module.state_dict()},
+                   os.path.join(out_dir, f"rank{rank}.pt"))
+        del ddp
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
+def test_prototypes_identical_on_every_rank_and_to_one_process(tmp_path):
+    out_dir = spawn_gloo(_worker, WORLD, tmp_path)
+    results = [torch.load(Path(out_dir) / f"rank{r}.pt", weights_only=True)
+               for r in range(WORLD)]
+    b0, b1 = results[0]["buffers"], results[1]["buffers"]
+    assert set(b0) == {"prototypes", "last_won", "steps"}
+    for key in b0:  # bit for bit across ranks
+        assert torch.equal(b0[key], b1[key]), key
+
+    model = _model()
+    single, losses = _train(model, slice(None))
+    assert not dist.is_initialized()
+    want = single.state_dict()
+    assert int(want["steps"]) == STEPS and torch.equal(b0["steps"], want["steps"])
+    assert torch.equal(b0["last_won"], want["last_won"])
+    torch.testing.assert_close(b0["prototypes"], want["prototypes"], rtol=1e-10, atol=1e-12)
+    for res in results:  # the same global-batch losses and the exact gradient each step
+        torch.testing.assert_close(res["losses"], losses, rtol=1e-10, atol=1e-12)
+        for k, v in model.state_dict().items():
+            torch.testing.assert_close(res["weights"][k], v, rtol=1e-8, atol=1e-10)
+    assert not torch.equal(results[0]["weights"]["weight"], _model().weight)  # it trained
