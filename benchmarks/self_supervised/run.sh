@@ -132,3 +132,9 @@ for phase in $PHASES; do
   esac
 done
 log "queue finished"
+
+# the verdicts and the figure, from whatever runs have finished
+REPORT="${REPORT:-benchmarks/self_supervised}"
+python benchmarks/self_supervised/claims.py "$RESULTS" --json "$REPORT/claims.json" \
+  --figure "$REPORT/study.png" > "$REPORT/claims.md"
+log "claims written to $REPORT/claims.md"
