@@ -34,7 +34,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root
 
-from benchmarks.accuracy.claims import (  # noqa: E402
+from benchmarks.accuracy.claims import (
     NOISE_SDS,
     Runs,
     Verdict,
@@ -43,7 +43,8 @@ from benchmarks.accuracy.claims import (  # noqa: E402
     read_results,
     to_markdown,
 )
-from varcon.reporting.runs import read_metrics  # noqa: E402
+
+from varcon.reporting.runs import read_metrics
 
 MAIN = ("simclr", "varcon_ssl")
 KNN = ("kNN top-1, k=200 (%)", "knn.top1.200")
