@@ -224,3 +224,25 @@ def test_too_few_prototypes_for_the_labelled_classes(tmp_path):
                         "data.labeled_fraction=0.5")
     with pytest.raises(ValueError, match=r"ssl\.num_prototypes=5 is less than the 10 classes"):
         pretrain(cfg)
+
+
+def test_the_readme_command_on_an_unlabeled_folder_runs(tmp_path, capsys):
+    """The README's copy-pasteable command, on a generated folder, cut to a few steps."""
+    import re
+    import shlex
+
+    from varcon.cli.main import main
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("## Images without labels")[1].split("```bash")[1].split("```")[0]
+    args = shlex.split(section.replace("\\\n", " "))
+    assert args[:2] == ["varcon", "pretrain"] and "method=varcon_ssl" in args
+    flat = _flat_folder(tmp_path / "photos", n=16)
+    args = [re.sub(r"^data\.root=.*", f"data.root={flat}", a) for a in args[2:]]
+    assert f"data.root={flat}" in args
+    main(["pretrain", "--output-dir", str(tmp_path / "run"), *args, "optim.batch_size=8",
+          "optim.epochs=1", "optim.warmup_epochs=0", "ssl.num_prototypes=8",
+          "data.num_workers=0", "train.progress=off"])
+    out = capsys.readouterr().out
+    assert "no labelled training image" in out and "effective_rank" in out
+    assert (tmp_path / "run" / "checkpoints" / "last.pt").is_file()
