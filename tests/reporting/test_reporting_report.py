@@ -121,19 +121,24 @@ def test_first_table_groups_seeds_with_mean_and_sample_std(report: dict[str, Any
 
 
 def test_not_run_lists_the_command(report: dict[str, Any]) -> None:
-    supcon = report["supcon"]
-    for protocol in ("fewshot", "cluster", "robustness"):
-        command = evaluation_command(protocol, supcon)
-        assert command == f"varcon {protocol} --checkpoint {supcon}"
-        assert f"`{command}`" in report["md"]
+    """One line per evaluation some runs lack: which runs, and its command for RUN each."""
+    supcon, md = report["supcon"], report["md"]
+    assert evaluation_command("fewshot", supcon) == f"varcon fewshot --checkpoint {supcon}"
+    for protocol, label in (("fewshot", "few-shot"), ("cluster", "clustering"),
+                            ("robustness", "robustness")):
+        command = evaluation_command(protocol, "RUN")
+        assert f"- {label} not run for 2 runs (supcon-s0, fixed-tau2): `{command}`" in md
         assert f"<code>{html.escape(command)}</code>" in report["html"]
-    transfer = evaluation_command("transfer", supcon, "cifar100")
-    assert f"`{transfer}`" in report["md"]
+        assert md.count(f"varcon {protocol} --checkpoint") == 1  # once, not once per run
+        assert evaluation_command(protocol, supcon) not in md
+    assert "RUN in a command stands for each listed run's directory" in md
+    transfer = evaluation_command("transfer", "RUN", "cifar100")
+    assert f"`{transfer}`" in md
     assert "data.dataset=cifar100 data.root=..." in transfer
-    linear_cmd = evaluation_command("linear", supcon)
-    assert linear_cmd not in report["md"]  # supcon has its linear probe
-    varcon_fewshot = evaluation_command("fewshot", report["seeds"][0])
-    assert varcon_fewshot not in report["md"]
+    assert "varcon linear --checkpoint" not in md  # every run has its linear probe
+    # a single run lacking an evaluation gets its own, runnable command
+    knn = evaluation_command("knn", report["ablation"])
+    assert f"- kNN not run for fixed-tau2: `{knn}`" in md
 
 
 def test_every_figure_is_in_both_files(report: dict[str, Any]) -> None:
@@ -207,7 +212,9 @@ def test_partial_group_and_legacy_files(tmp_path: Path) -> None:
     md = result.markdown.read_text()
     assert f"`{evaluation_command('knn', runs[0])}`" in md
     assert "20261123" not in md
-    assert f"`{evaluation_command('transfer', runs[0])}`" in md  # no target known: placeholder
+    # no target known: placeholder; lacked by all four runs: one line, RUN for each
+    assert f"`{evaluation_command('transfer', 'RUN')}`" in md
+    assert "transfer not run for 4 runs (s0, s1, s2, old)" in md
     assert "Figures" not in md.split("## Per-run values")[1]
 
 
@@ -324,12 +331,36 @@ def test_commands_for_results_copied_without_checkpoints(tmp_path):
 
     md = build_report([copied, with_ckpt, in_place], tmp_path / "rep",
                       figures="none").markdown.read_text()
-    assert f"`{evaluation_command('knn', trained)}`" in md
-    assert f"`{evaluation_command('knn', copied)}`" not in md
-    assert f"`{evaluation_command('knn', with_ckpt)}`" in md
-    assert f"`{evaluation_command('knn', in_place)}`" in md
+    # all three lack kNN: one line; the copied run's RUN is the folder it was trained in
+    assert f"`{evaluation_command('knn', 'RUN')}`" in md
+    text = md.replace("\\", "")  # without Markdown escapes
+    assert f"kNN not run for 3 runs (supcon-s0 (RUN = {trained}), ce-s0, varcon-s0)" in text
+    assert evaluation_command("knn", copied) not in md
     assert "hold results without a checkpoint" in md
+    # a single run lacking an evaluation: the command names its checkpoint's folder
+    alone = build_report([copied], tmp_path / "rep1", figures="none").markdown.read_text()
+    assert f"`{evaluation_command('knn', trained)}`" in alone
+    assert f"`{evaluation_command('knn', copied)}`" not in alone
 
     plain = build_report([with_ckpt, in_place], tmp_path / "rep2",
                          figures="none").markdown.read_text()
     assert "without a checkpoint" not in plain
+
+
+def test_an_evaluation_many_runs_lack_is_one_shortened_line(tmp_path: Path) -> None:
+    """Twelve runs without fine-tuning: one line naming ten of them and "... and 2 more", one
+    command with RUN; what the other sections and tables show is unchanged."""
+    runs = [write_run(tmp_path / f"r{i:02d}", seed=i, evals=("linear", "knn", "cluster",
+                                                             "fewshot", "robustness",
+                                                             "transfer"),
+                      arrays=False, tau2_epochs=None) for i in range(12)]
+    md = build_report(runs, tmp_path / "out", figures="none").markdown.read_text()
+    section = md[md.index("## Evaluations not run"):md.index("## Groups")]
+    items = [line for line in section.splitlines() if line.startswith("- ")]
+    listed = ", ".join(f"r{i:02d}" for i in range(10))
+    assert items == [f"- fine-tuning not run for 12 runs ({listed}, ... and 2 more): "
+                     "`varcon finetune --checkpoint RUN`"]
+    assert md.count("varcon finetune --checkpoint") == 1
+    header, rows = _first_table(md)
+    assert rows[0][header.index("n runs (seeds)")] == f"12 ({', '.join(map(str, range(12)))})"
+    assert rows[0][header.index("fine-tuning")] == "not run"

@@ -49,8 +49,8 @@ def test_saved_config_reads_back_equal(tmp_path):
 
 
 def test_short_training_names_the_warmup_to_set():
-    with pytest.raises(ConfigError) as info:
-        load_config(None, ["optim.epochs=3"])  # the digits config warms up for 5 epochs
+    with pytest.raises(ConfigError) as info:  # both chosen: not fitted (tests/runtime/
+        load_config(None, ["optim.epochs=3", "optim.warmup_epochs=5"])  # test_warmup_fit.py)
     (problem,) = info.value.problems
     assert "optim.warmup_epochs" in problem and "optim.warmup_epochs=2" in problem
     assert "optim.epochs=3" in problem
@@ -122,7 +122,8 @@ def test_evaluation_values_are_validated(override, needle):
 
 def test_all_problems_are_listed_at_once():
     with pytest.raises(ConfigError) as info:
-        load_config(None, ["knn.k=[0]", "fewshot.n_way=1", "optim.epochs=3", "knn.kk=1"])
+        load_config(None, ["knn.k=[0]", "fewshot.n_way=1", "optim.epochs=3",
+                           "optim.warmup_epochs=5", "knn.kk=1"])
     text = str(info.value)
     for needle in ("knn.k:", "fewshot.n_way", "optim.warmup_epochs=2", "unknown key 'knn.kk'"):
         assert needle in text, needle

@@ -25,6 +25,7 @@ EPILOG = """examples:
   varcon export --checkpoint runs/RUN --output exported/RUN --head
   varcon embed --checkpoint exported/RUN --input photos/ --output photos.parquet
   varcon embed --checkpoint runs/RUN --input cifar10:test data.root=/data/cifar --output e.npz
+  varcon figures --checkpoint runs/RUN              # or: varcon figures runs/RUN
   varcon report runs/VARCON runs/SUPCON runs/CE --output reports/cmp
 overrides are key=value with dotted keys (optim.lr=0.1, data.augment_params.hflip_p=0)."""
 
@@ -42,7 +43,11 @@ def _parser() -> argparse.ArgumentParser:
     pre.add_argument("overrides", nargs="*", metavar="key=value")
     _add_evaluation_parsers(sub)
     fig = sub.add_parser("figures", help="PNG figures of a run (tau2, curves, t-SNE, ...)")
-    fig.add_argument("run_dir")
+    fig.add_argument("run_dir", nargs="?", metavar="RUN_DIR",
+                     help="the run directory (or give it as --checkpoint)")
+    fig.add_argument("--checkpoint", metavar="RUN_DIR",
+                     help="the run directory, or a checkpoint file in it, as the evaluation "
+                     "commands take it (instead of RUN_DIR)")
     fig.add_argument("--output-dir", help="default: RUN_DIR/figures")
     rep = sub.add_parser("report", help="Markdown + HTML report putting runs side by side")
     rep.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
@@ -129,7 +134,12 @@ def _pretrain(args: argparse.Namespace) -> int:
         data = C.read_yaml(C.resolve_config_path(args.config or "digits"))
         if args.output_dir:
             data["output_dir"] = args.output_dir
-    cfg = C.config_from_dict(C.apply_overrides(data, overrides))
+    # a run shortened on the command line gets a warm-up that fits it (unless one is given)
+    data, notes = C.fit_warmups(C.apply_overrides(data, overrides), overrides)
+    cfg = C.config_from_dict(data)
+    if int(os.environ.get("RANK", "0")) == 0:
+        for note in notes:
+            print(f"note: {note}", flush=True)
     summary = pretrain(cfg)
     if int(os.environ.get("RANK", "0")) == 0:
         _print_summary(summary)
@@ -189,8 +199,18 @@ def _cluster_figures(folder: str) -> None:
 
 def _figures(args: argparse.Namespace) -> int:
     from varcon.reporting import make_figures
+    from varcon.runtime.checkpoint import run_dir_of
 
-    written = make_figures(args.run_dir, args.output_dir)
+    if (args.run_dir is None) == (args.checkpoint is None):
+        given = (f"both {args.run_dir} and --checkpoint {args.checkpoint}"
+                 if args.run_dir is not None else "neither")
+        raise ValueError(f"varcon figures: give the run once, as RUN_DIR or as --checkpoint "
+                         f"RUN_DIR (got {given})")
+    run_dir = run_dir_of(args.run_dir if args.run_dir is not None else args.checkpoint)
+    try:
+        written = make_figures(run_dir, args.output_dir)
+    except NotADirectoryError as exc:  # a missing run: an error line, not a traceback
+        raise ValueError(str(exc)) from exc
     for path in written:
         print(path)
     for item in written.skipped:

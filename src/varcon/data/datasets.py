@@ -42,6 +42,7 @@ from torchvision.io import ImageReadMode, decode_image, read_file
 from torchvision.transforms.v2 import functional as F
 
 from varcon._atomic import atomic_path, atomic_write_text
+from varcon._text import shorten
 
 from .registry import DatasetSpec, get_dataset, register_dataset
 
@@ -561,7 +562,8 @@ def _scan_tree(root: Path, split: str) -> tuple[list[str], list[int], list[str]]
     unknown = sorted(set(present) - set(class_to_idx))
     if unknown:
         raise ValueError(
-            f"imagefolder: {split_dir} has class folder(s) {unknown} that {train_dir} lacks; "
+            f"imagefolder: {split_dir} has {len(unknown)} class folder(s) that {train_dir} "
+            f"lacks ({shorten(unknown)}); "
             "train and val must use the same classes (labels follow train's sorted class "
             "names). Add them to train or remove them from val."
         )
@@ -571,12 +573,16 @@ def _scan_tree(root: Path, split: str) -> tuple[list[str], list[int], list[str]]
     for _, label in samples:
         counts[classes[label]] += 1
     empty = [c for c, n in counts.items() if n == 0]
-    if empty:
+    if len(empty) == 1:
         raise ValueError(
             f"imagefolder: class folder {split_dir / empty[0]} holds no image file "
-            f"(extensions {', '.join(IMG_EXTENSIONS)})"
-            + (f"; also empty: {', '.join(empty[1:])}" if len(empty) > 1 else "")
-            + ". Add images or remove the folder."
+            f"(extensions {', '.join(IMG_EXTENSIONS)}). Add images or remove the folder."
+        )
+    if empty:
+        raise ValueError(
+            f"imagefolder: {len(empty)} class folders in {split_dir} hold no image file "
+            f"(extensions {', '.join(IMG_EXTENSIONS)}): {shorten(empty)}. Add images or "
+            "remove the folders."
         )
     paths = [p for p, _ in samples]
     labels = [t for _, t in samples]
@@ -652,16 +658,15 @@ def _decode_all(paths: Sequence[str], image_size: int | None, channels: int = 3
 def _report_bad(bad: list[tuple[str, str]], bad_files: str, where: Path) -> None:
     if not bad:
         return
-    listed = "\n  ".join(f"{p}: {msg}" for p, msg in bad[:10])
-    more = f"\n  ... and {len(bad) - 10} more" if len(bad) > 10 else ""
+    listed = shorten((f"{p}: {msg}" for p, msg in bad), sep="\n  ")
     if bad_files == "error":
         raise ValueError(
-            f"imagefolder: {len(bad)} unreadable image file(s) in {where}:\n  {listed}{more}\n"
+            f"imagefolder: {len(bad)} unreadable image file(s) in {where}:\n  {listed}\n"
             "Remove or replace them, or set bad_files='skip' (data.bad_files=skip) to leave "
             "them out."
         )
     warnings.warn(f"imagefolder: skipped {len(bad)} unreadable image file(s) in {where} "
-                  f"(bad_files='skip'):\n  {listed}{more}", stacklevel=4)
+                  f"(bad_files='skip'):\n  {listed}", stacklevel=4)
 
 
 def _load_imagefolder(root: str | os.PathLike | None, split: str, image_size: int | None,

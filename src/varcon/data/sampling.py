@@ -22,6 +22,8 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch.utils.data import Sampler
 
+from varcon._text import shorten
+
 __all__ = ["ClassBalancedBatchSampler", "EpochBatchSampler"]
 
 _SEED_STRIDE = 1_000_003  # a prime: (seed, epoch, position) map to distinct item seeds
@@ -202,7 +204,7 @@ class ClassBalancedBatchSampler(_ResumableBatchSampler):
             names = classes[counts < m].tolist()
             raise ValueError(
                 f"data.samples_per_class={m} exceeds the smallest class ({smallest} images; "
-                f"classes with fewer than {m}: {names[:20]}{' ...' if len(names) > 20 else ''})"
+                f"classes with fewer than {m}: [{shorten(names, 20)}])"
                 f": lower data.samples_per_class to at most {smallest}, or leave those classes "
                 "out with data.exclude_classes"
             )

@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from varcon._text import shorten
+
 from .datasets import DatasetInfo
 
 __all__ = ["ClassSubset", "resolve_classes", "select_classes", "take_per_class"]
@@ -38,10 +40,9 @@ def resolve_classes(
         else:
             unknown.append(v)
     if unknown:
-        shown = ", ".join(class_names[:50]) + (" ..." if len(class_names) > 50 else "")
         raise ValueError(
-            f"{key}: {unknown} are not classes of this dataset; give names or indices "
-            f"0..{len(class_names) - 1} of: {shown}"
+            f"{key}: [{shorten(map(repr, unknown))}] are not classes of this dataset; give "
+            f"names or indices 0..{len(class_names) - 1} of: {shorten(class_names, 50)}"
         )
     return out
 

@@ -21,6 +21,8 @@ from sklearn.metrics import (
 )
 from sklearn.metrics.cluster import contingency_matrix
 
+from varcon._text import shorten
+
 __all__ = [
     "CLUSTERING_ALGORITHMS",
     "centroid_similarity",
@@ -206,7 +208,7 @@ def class_centroids(
     empty = (counts == 0).nonzero().flatten().tolist()
     if empty:
         raise ValueError(
-            f"class(es) {empty} have no samples, so their centroid is undefined; "
+            f"class(es) [{shorten(empty)}] have no samples, so their centroid is undefined; "
             f"pass features that cover all {num_classes} classes"
         )
     out_dtype = torch.promote_types(f.dtype, torch.float32)

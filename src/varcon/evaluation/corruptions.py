@@ -38,6 +38,7 @@ import torch
 from torch.utils.data import Dataset
 from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
 
+from varcon._text import shorten
 from varcon.data import decode_image_file
 from varcon.data.datasets import PathArray
 
@@ -406,9 +407,9 @@ def detect_corruption_layout(root: str | os.PathLike) -> Literal["cifar-c", "ima
     if has_labels:
         raise ValueError(f"{path} has labels.npy but no <corruption>.npy file (e.g. "
                          f"{path / 'gaussian_noise.npy'}); expected the {_CIFAR_C_LAYOUT}")
-    seen = sorted(p.name for p in path.iterdir())[:8]
+    seen = shorten(sorted(p.name for p in path.iterdir()), 8)
     raise ValueError(
-        f"{path} holds no corruption benchmark (found: {', '.join(seen) or 'nothing'}); no "
+        f"{path} holds no corruption benchmark (found: {seen or 'nothing'}); no "
         f"labels.npy + <corruption>.npy and no <corruption>/ folder named after one of "
         f"{', '.join(_ALL)}. Expected the {_CIFAR_C_LAYOUT}, or the {_IMAGENET_C_LAYOUT}"
     )
@@ -551,10 +552,8 @@ class ImageNetCDataset(Dataset):
         if unknown:
             raise ValueError(
                 f"{folder} has class folder(s) not among the {len(self.class_names)} training "
-                f"classes: {', '.join(unknown[:10])}"
-                + (f" (+{len(unknown) - 10} more)" if len(unknown) > 10 else "")
-                + ". Evaluate on a copy with only the training classes' folders, or pass the "
-                "class_names the model was trained with."
+                f"classes: {shorten(unknown)}. Evaluate on a copy with only the training "
+                "classes' folders, or pass the class_names the model was trained with."
             )
         samples = make_dataset(str(folder), {c: class_to_idx[c] for c in present},
                                extensions=IMG_EXTENSIONS, allow_empty=True)

@@ -49,6 +49,7 @@ import torch.distributed as dist
 from torch.utils.data import Dataset
 
 from varcon._atomic import atomic_path
+from varcon._text import shorten
 from varcon.data import ImageFileDataset, decode_image_file
 from varcon.data.datasets import PathArray
 from varcon.data.subsets import ClassSubset
@@ -162,7 +163,7 @@ def _scan_folder(root: Path) -> _Input:
         if files:
             raise ValueError(
                 f"--input {root} holds both image files ({len(files)}, e.g. "
-                f"{Path(files[0]).name}) and class folders ({', '.join(dirs[:5])}); move the "
+                f"{Path(files[0]).name}) and class folders ({shorten(dirs, 5)}); move the "
                 "loose files into a class folder, or point --input at a folder of one kind"
             )
         used = sorted({dirs[t] for _, t in samples})  # class folders with images

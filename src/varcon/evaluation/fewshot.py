@@ -28,6 +28,8 @@ import torch.nn.functional as F
 from sklearn.linear_model import LogisticRegression
 from threadpoolctl import threadpool_limits
 
+from varcon._text import shorten
+
 __all__ = ["FEWSHOT_CLASSIFIERS", "Episodes", "fewshot_evaluate", "sample_episodes"]
 
 #: names accepted by ``fewshot_evaluate(classifiers=...)``
@@ -69,8 +71,8 @@ def _candidate_classes(y: np.ndarray, classes: Iterable[int] | None) -> np.ndarr
     missing = np.setdiff1d(wanted, present)
     if missing.size:
         raise ValueError(
-            f"classes {missing.tolist()} have no samples in labels; the labels present are "
-            f"{present.tolist() if present.size <= 50 else f'{present.size} classes'}"
+            f"classes [{shorten(missing.tolist())}] have no samples in labels; the "
+            f"{present.size} labels present are [{shorten(present.tolist(), 50)}]"
         )
     return wanted
 

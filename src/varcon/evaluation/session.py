@@ -30,7 +30,7 @@ from varcon.data import TransformedDataset, build_transform
 from varcon.models import Network
 from varcon.runtime.backend import autocast_dtype
 from varcon.runtime.checkpoint import CheckpointError, eval_dir_of, find_checkpoint, load_network
-from varcon.runtime.config import Config, apply_overrides, config_from_dict
+from varcon.runtime.config import Config, apply_overrides, config_from_dict, fit_warmups
 from varcon.runtime.data import RunData, build_split, build_train_data
 from varcon.runtime.distributed import (
     DistContext,
@@ -91,7 +91,12 @@ class EvalSession:
         base = state.get("config")
         if not isinstance(base, dict):
             raise CheckpointError(f"{path} holds no config: it was not written by varcon")
-        cfg = config_from_dict(apply_overrides(base, overrides or []))
+        # linear.epochs=3 alone fits a trained config's longer probe warm-up (with a note)
+        merged, notes = fit_warmups(apply_overrides(base, overrides or []), overrides or [])
+        cfg = config_from_dict(merged)
+        if ctx.is_main:
+            for note in notes:
+                print(f"note: {note}", flush=True)
         spec = state["network"]
         if cfg.data.dataset == "imagefolder" and cfg.data.channels is None:
             # a tree's files decode to what the encoder reads (grayscale <-> RGB), as

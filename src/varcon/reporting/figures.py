@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from varcon._text import shorten
+
 from .runs import (
     atomic_write_bytes,
     atomic_write_text,
@@ -394,7 +396,7 @@ def _load_embeddings(ctx: _Ctx, path: Path) -> tuple[np.ndarray, np.ndarray] | N
         with np.load(path, allow_pickle=False) as data:
             if "features" not in data or "labels" not in data:
                 ctx.warn(f"{ctx.rel(path)}: needs arrays 'features' and 'labels', has "
-                         f"{sorted(data.files)}; t-SNE not drawn")
+                         f"{shorten(sorted(data.files))}; t-SNE not drawn")
                 return None
             features = np.asarray(data["features"], dtype=np.float32)
             labels = np.asarray(data["labels"])

@@ -3,7 +3,8 @@
 Runs whose configs differ only in ``seed`` and bookkeeping keys (:data:`IGNORED_CONFIG_KEYS`)
 form a group; the first table has one row per group with mean ± sample std over its runs. An
 evaluation a run lacks is shown as "not run", and the command that produces it is listed under
-the table. ``report.md`` references figure PNGs copied to ``DIR/figures/<run>/``; ``report.html``
+the table, one line per evaluation naming the runs that lack it (``--checkpoint RUN`` for
+each). ``report.md`` references figure PNGs copied to ``DIR/figures/<run>/``; ``report.html``
 is self-contained (PNGs inlined) unless ``html_images="link"``, where it refers to the same
 files. A directory that is not a run is named in
 :attr:`ReportResult.problems` and skipped; the rest is still reported.
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from varcon._text import shorten
 from varcon.evaluation.registry import get_protocol
 
 from . import render
@@ -43,6 +45,7 @@ __all__ = ["ReportResult", "build_report", "evaluation_command", "group_runs", "
 NOT_RUN = "not run"
 NOT_REPORTED = "–"  # the evaluation ran but did not report this value
 _UNSET = "(unset)"
+_RUN = "RUN"  # the run directory in a command shared by several runs
 
 
 @dataclass(frozen=True)
@@ -458,31 +461,45 @@ def build_report(run_dirs: Sequence[str | os.PathLike[str]], output_dir: str | o
     targets = {spec.name: sorted({k.split(":", 1)[1] for r in runs for k in r.evals
                                   if k.startswith(f"{spec.name}:")})
                for spec in specs if spec.per_target}
+    # One line per evaluation (and per transfer target some run has): the runs that lack it
+    # and its command, for RUN each of them (one run: its own command).
+    sources = {run.path: checkpoint_folder(run) for run in runs}
     missing: list[tuple[str, str | None]] = []
-    elsewhere = False  # a command names the folder a run was trained in, not the run's own
-    for run in runs:
-        source = checkpoint_folder(run)
-        count = len(missing)
-        for spec in specs:
-            if spec.per_target:  # one line per target some run has, or one for any target
-                choices: list[str | None] = [*targets[spec.name]] or [None]
-                for target in choices:
-                    if target is None or f"{spec.name}:{target}" not in run.evals:
-                        what = f"{spec.display_name} to {target}" if target else spec.display_name
-                        missing.append((f"{names[run.path]}: {what} {NOT_RUN}:",
-                                        spec.command(str(source), target)))
-            elif spec.name not in run.evals:
-                missing.append((f"{names[run.path]}: {spec.display_name} {NOT_RUN}:",
-                                spec.command(str(source))))
-        elsewhere |= source != run.path and len(missing) > count
+    placeholder = elsewhere = False  # elsewhere: a RUN is the folder a run was trained in
+    for spec in specs:
+        choices: list[str | None] = ([*targets[spec.name]] or [None]) if spec.per_target \
+            else [None]
+        for target in choices:
+            key = f"{spec.name}:{target}" if target else spec.name
+            lacking = [r for r in runs if key not in r.evals]
+            if not lacking:
+                continue
+            what = f"{spec.display_name} to {target}" if target else spec.display_name
+            moved = {r.path for r in lacking if sources[r.path] != r.path}
+            elsewhere |= bool(moved)
+            if len(lacking) == 1:
+                run = lacking[0]
+                missing.append((f"{what} {NOT_RUN} for {names[run.path]}:",
+                                spec.command(str(sources[run.path]), target)))
+                continue
+            placeholder = True
+            listed = shorten(names[r.path] + (f" (RUN = {sources[r.path]})" if r.path in moved
+                                              else "") for r in lacking)
+            missing.append((f"{what} {NOT_RUN} for {len(lacking)} runs ({listed}):",
+                            spec.command(_RUN, target)))
     if missing:
         blocks.append(render.Heading(2, "Evaluations not run"))
         if elsewhere:
             blocks.append(render.Para(
                 "Some of these folders hold results without a checkpoint (copied from where "
-                "they were trained); their commands name the folder each run was trained in "
-                "(output_dir in its config.yaml), where the checkpoint was written. Where that "
-                "folder is gone, pre-train again with the run's config.yaml.", note=True))
+                "they were trained); their commands (or the RUN = ... beside their names) name "
+                "the folder each run was trained in (output_dir in its config.yaml), where the "
+                "checkpoint was written. Where that folder is gone, pre-train again with the "
+                "run's config.yaml.", note=True))
+        if placeholder:
+            blocks.append(render.Para(
+                f"{_RUN} in a command stands for each listed run's directory (see Groups).",
+                note=True))
         blocks.append(render.Items(missing))
 
     figure_runs = ([] if figures in ("none", "curves") else

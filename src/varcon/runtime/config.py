@@ -29,6 +29,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import os
 import re
 import types
 import typing
@@ -65,6 +66,7 @@ __all__ = [
     "config_from_dict",
     "config_sections",
     "config_to_dict",
+    "fit_warmups",
     "load_config",
     "register_config_section",
     "resolve_config_path",
@@ -965,9 +967,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             problems.append(f"override {item!r} is not of the form key=value (e.g. optim.lr=0.1)")
             continue
         key, _, text = item.partition("=")
-        key = key.strip()
-        if key.startswith("--"):
-            key = key[2:]
+        key = _override_key(key)
         parts = key.split(".")
         node = data
         for part in parts[:-1]:
@@ -980,6 +980,58 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     if problems:
         raise ConfigError(problems)
     return data
+
+
+def _override_key(key: str) -> str:
+    """The dotted key of an override's left-hand side (``--optim.lr`` -> ``optim.lr``)."""
+    key = key.strip()
+    return key[2:] if key.startswith("--") else key
+
+
+# The sections with a warm-up that must be shorter than their run (epochs, warmup_epochs).
+_WARMUP_SECTIONS: tuple[tuple[str, type[OptimConfig | LinearConfig | FinetuneConfig]], ...] = (
+    ("optim", OptimConfig), ("linear", LinearConfig), ("finetune", FinetuneConfig))
+
+
+def fit_warmups(data: dict[str, Any], overrides: list[str]) -> tuple[dict[str, Any], list[str]]:
+    """Fit each warm-up the user did not choose to a run they shortened.
+
+    ``data`` is a config's plain data with ``overrides`` already applied
+    (:func:`apply_overrides`). For ``optim``, ``linear`` and ``finetune``: when ``epochs`` was
+    set more recently than ``warmup_epochs`` (an override sets epochs but not the warm-up, or
+    the YAML file sets epochs and the warm-up is the default) and the warm-up is not shorter
+    than the run, it becomes ``epochs // 10``, so ``varcon pretrain optim.epochs=3`` runs
+    instead of failing validation. A warm-up set together with the epochs (both overrides, or
+    both in the file) is left for validation to report. Returns the new data and one note per
+    warm-up changed; ``data`` itself is not modified.
+    """
+    keys = {_override_key(item.partition("=")[0]) for item in overrides if "=" in item}
+
+    def layer(section: str, key: str) -> int:  # 2: an override, 1: the file, 0: the default
+        if section in keys or f"{section}.{key}" in keys:
+            return 2
+        values = data.get(section)
+        return 1 if isinstance(values, dict) and key in values else 0
+
+    out, notes = data, []
+    for section, cls in _WARMUP_SECTIONS:
+        if layer(section, "epochs") <= layer(section, "warmup_epochs"):
+            continue
+        values = data.get(section)
+        given: dict[str, Any] = values if isinstance(values, dict) else {}
+        epochs, warmup = given.get("epochs", cls.epochs), given.get("warmup_epochs",
+                                                                    cls.warmup_epochs)
+        if (not isinstance(epochs, int) or isinstance(epochs, bool)
+                or not isinstance(warmup, int) or isinstance(warmup, bool)
+                or epochs < 1 or warmup < epochs):
+            continue  # fits already, or a mistake validation names
+        fitted = epochs // 10
+        if out is data:
+            out = copy.deepcopy(data)
+        out.setdefault(section, {})["warmup_epochs"] = fitted
+        notes.append(f"{section}.warmup_epochs {warmup} -> {fitted} to fit {section}.epochs="
+                     f"{epochs}; set {section}.warmup_epochs to choose")
+    return out, notes
 
 
 def resolve_config_path(name_or_path: str | Path) -> Path:
@@ -1014,10 +1066,15 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     """Read a YAML config (default: the built-in ``digits`` quickstart), apply
-    overrides, validate. Raises :class:`ConfigError` listing every problem."""
+    overrides, fit the warm-ups the user did not set to shortened runs (:func:`fit_warmups`,
+    printing a note for each), validate. Raises :class:`ConfigError` listing every problem."""
     data = read_yaml(resolve_config_path(path if path is not None else "digits"))
-    data = apply_overrides(data, overrides or [])
-    return config_from_dict(data)
+    data, notes = fit_warmups(apply_overrides(data, overrides or []), overrides or [])
+    cfg = config_from_dict(data)
+    if int(os.environ.get("RANK", "0")) == 0:  # one note under torchrun
+        for note in notes:
+            print(f"note: {note}", flush=True)
+    return cfg
 
 
 def save_config(cfg: Config, path: str | Path) -> None:

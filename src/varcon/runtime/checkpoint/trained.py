@@ -30,6 +30,7 @@ from typing import Any, cast
 import torch
 from torch import nn
 
+from varcon._text import shorten
 from varcon.models import Network, build_head, build_network_from_spec, create_model, network_spec
 
 from .format import CheckpointError, load_checkpoint
@@ -235,9 +236,9 @@ def read_export_meta(folder: str | Path) -> dict[str, Any]:
     folder = Path(folder)
     path = folder / META_FILE
     if not path.is_file():
-        weights = sorted(p.name for p in folder.glob("*.safetensors")) or ["no weights"]
+        weights = shorten(sorted(p.name for p in folder.glob("*.safetensors")))
         raise CheckpointError(
-            f"{folder} holds {', '.join(weights)} but no {META_FILE}, which says which "
+            f"{folder} holds {weights or 'no weights'} but no {META_FILE}, which says which "
             "architecture the weights belong to and how to preprocess images; copy the JSON "
             "written with them by `varcon export` into the folder, or export the checkpoint "
             "again"
