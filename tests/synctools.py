@@ -30,7 +30,7 @@ SYNCING = [(torch.Tensor, name) for name in (
     "nonzero", "unique", "masked_select", "argwhere")] + [
     (torch, name) for name in ("nonzero", "unique", "masked_select", "argwhere")]
 # call sites that never run on an accelerator (guarded by ``device.type == "cpu"``)
-ALLOWED_SITES = {("functional.py", "check_inputs")}
+ALLOWED_SITES = {("functional.py", "check_inputs"), ("varcon_ssl.py", "varcon_ssl_loss")}
 
 
 class SyncCounter:

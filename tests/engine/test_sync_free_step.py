@@ -39,8 +39,9 @@ def digits_config(tmp_path: Path, *overrides: str) -> Any:
 
 @pytest.mark.parametrize("overrides", [
     (), ("loss.prototypes=ema",), ("method=supcon",), ("method=ce",),
-    ("train.micro_batch=32",), ("optim.optimizer=lars",),
-], ids=["varcon", "varcon-ema", "supcon", "ce", "micro-batch", "lars"])
+    ("train.micro_batch=32",), ("optim.optimizer=lars",), ("method=simclr",),
+    ("method=varcon_ssl", "ssl.num_prototypes=32", "data.labeled_fraction=0.2"),
+], ids=["varcon", "varcon-ema", "supcon", "ce", "micro-batch", "lars", "simclr", "varcon_ssl"])
 def test_no_synchronisation_between_reads(tmp_path, monkeypatch, counter, overrides):
     real_step = pretrain_mod.train_step
     steps: list[int] = []
