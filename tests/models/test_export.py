@@ -25,6 +25,7 @@ import varcon
 from ckpttools import write_checkpoint
 from varcon.data import CIFAR10_MEAN, CIFAR10_STD, EvalTransform
 from varcon.export import export_encoder
+from varcon.export.card import CARD_FILE
 from varcon.models import register_model
 from varcon.runtime.checkpoint import CheckpointError, load_encoder, load_network, load_trained
 from varcon.runtime.checkpoint.trained import (
@@ -83,7 +84,8 @@ def test_head_export_round_trip_is_bit_exact(ckpt, exported):
 
 
 def test_export_holds_weights_and_json_only(ckpt, exported, tmp_path):
-    assert sorted(p.name for p in exported.iterdir()) == [ENCODER_FILE, HEAD_FILE, META_FILE]
+    assert sorted(p.name for p in exported.iterdir()) == [CARD_FILE, ENCODER_FILE, HEAD_FILE,
+                                                          META_FILE]
     raw = torch.load(ckpt / "checkpoints" / "last.pt", weights_only=True)
     assert raw["optimizer"]["state"]  # the checkpoint has optimizer state; the export not
     enc = load_file(exported / ENCODER_FILE)
@@ -95,7 +97,7 @@ def test_export_holds_weights_and_json_only(ckpt, exported, tmp_path):
     # Without --head there is no head file, and the export cannot give head features.
     plain = tmp_path / "plain"
     export_encoder(ckpt, plain)
-    assert sorted(p.name for p in plain.iterdir()) == [ENCODER_FILE, META_FILE]
+    assert sorted(p.name for p in plain.iterdir()) == [CARD_FILE, ENCODER_FILE, META_FILE]
     model = load_trained(plain)
     assert model.head is None
     with pytest.raises(CheckpointError, match="exported without --head"):
@@ -131,7 +133,12 @@ def test_re_export_of_an_export_is_identical(exported, tmp_path):
     m1 = json.loads((exported / META_FILE).read_text())
     m2 = json.loads((again / META_FILE).read_text())
     m1.pop("created"), m2.pop("created")
+    m1.pop("card"), m2.pop("card")  # the card names the folder ("enc", "again")
     assert m1 == m2
+    # Under the same name it is the same card.
+    same = tmp_path / "same" / exported.name
+    export_encoder(exported, same, head=True)
+    assert (same / CARD_FILE).read_text() == (exported / CARD_FILE).read_text()
 
 
 def test_export_goes_through_the_registry_for_any_encoder(tmp_path):
@@ -357,7 +364,7 @@ def test_existing_export_is_kept_without_overwrite_and_replaced_with_it(ckpt, tm
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     # With overwrite the folder is replaced whole: the head of the earlier export is gone.
     export_encoder(ckpt, out, overwrite=True)
-    assert sorted(p.name for p in out.iterdir()) == [ENCODER_FILE, META_FILE]
+    assert sorted(p.name for p in out.iterdir()) == [CARD_FILE, ENCODER_FILE, META_FILE]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["exp"]  # no temporary folders left
     # A failure while writing leaves the earlier export as it was.
     before = {p.name: p.read_bytes() for p in out.iterdir()}

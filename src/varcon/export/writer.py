@@ -21,7 +21,7 @@ from typing import Any, cast
 import torch
 from torch import nn
 
-from varcon.runtime.checkpoint import CheckpointError, load_trained
+from varcon.runtime.checkpoint import CheckpointError, eval_dir_of, load_trained
 from varcon.runtime.checkpoint.trained import (
     ENCODER_FILE,
     EXPORT_FORMAT,
@@ -30,6 +30,8 @@ from varcon.runtime.checkpoint.trained import (
     META_FILE,
     eval_resize,
 )
+
+from .card import CARD_FILE, card_is_ours, card_sha256, eval_results, model_card
 
 __all__ = ["EXPORT_FORMATS", "export_encoder", "torchvision_state_dict"]
 
@@ -117,6 +119,12 @@ def _check_output(output: Path, overwrite: bool) -> None:
                 f"{output} is not a varcon export (it has no {META_FILE}); --overwrite only "
                 "replaces an earlier export: choose another --output"
             )
+        if not card_is_ours(output, META_FILE):
+            raise ValueError(
+                f"{output / CARD_FILE} was not written by varcon export (or was edited since); "
+                "--overwrite would replace it: move it out of the folder, or choose another "
+                "--output"
+            )
 
 
 def _replace_folder(output: Path, write: Callable[[Path], None]) -> None:
@@ -145,6 +153,15 @@ def _replace_folder(output: Path, write: Callable[[Path], None]) -> None:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _eval_dir(checkpoint: str | Path, source: Mapping[str, Any]) -> Path:
+    """The evaluation folder of what is exported: the run's ``eval/`` for a run directory or
+    checkpoint file; for an earlier export, that of the checkpoint it came from."""
+    here = eval_dir_of(checkpoint)
+    if not here.is_dir() and source.get("export") and source.get("checkpoint"):
+        return eval_dir_of(str(source["checkpoint"]))
+    return here
 
 
 def _tensors(module: nn.Module) -> dict[str, torch.Tensor]:
@@ -213,6 +230,15 @@ def export_encoder(
     }
     if tv_report is not None:
         meta["torchvision"] = tv_report
+    results, left_out = eval_results(_eval_dir(checkpoint, model.source),
+                                     model.source.get("checkpoint"),
+                                     str(model.source.get("dataset") or "?"))
+    files = [ENCODER_FILE, META_FILE] + ([HEAD_FILE] if head else [])
+    card = model_card(json.loads(json.dumps(meta, default=str)), name=output.name,
+                      parameters=sum(p.numel() for p in model.encoder.parameters()),
+                      results=results, left_out=left_out, files=files)
+    meta["card"] = {"file": CARD_FILE, "sha256": card_sha256(card),
+                    "evaluations": len(results)}
     text = json.dumps(meta, indent=2, default=str) + "\n"
 
     def write(folder: Path) -> None:
@@ -228,6 +254,7 @@ def export_encoder(
         if tv_state is not None and tv_report is not None:
             torch.save(tv_state, folder / tv_report["file"])
         (folder / META_FILE).write_text(text, encoding="utf-8")
+        (folder / CARD_FILE).write_bytes(card.encode("utf-8"))
 
     _replace_folder(output, write)
     return {"output": str(output), "files": sorted(p.name for p in output.iterdir()),
