@@ -45,8 +45,8 @@ def test_export_then_embed_a_folder(run, val, tmp_path, capsys):
     code, out, err = run_cli(capsys, "export", "--checkpoint", run, "--output", exp, "--head")
     assert code == 0, err
     assert "small_cnn (out_dim 128)" in out and f"written to    {exp}" in out
-    assert sorted(p.name for p in exp.iterdir()) == ["encoder.safetensors", "head.safetensors",
-                                                     "varcon_encoder.json"]
+    assert sorted(p.name for p in exp.iterdir()) == ["README.md", "encoder.safetensors",
+                                                     "head.safetensors", "varcon_encoder.json"]
     x = torch.randn(3, 1, 8, 8)
     with torch.no_grad():
         assert torch.equal(load_encoder(exp)(x), load_encoder(run)(x))
