@@ -19,7 +19,7 @@ def test_tutorial_trains_exports_loads_embeds_and_classifies(tmp_path):
                           text=True, timeout=600, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout
-    assert "exported: encoder.safetensors, varcon_encoder.json" in out
+    assert "exported: README.md, encoder.safetensors, varcon_encoder.json" in out
     assert "one image -> features (1, 128)" in out
     assert "embeddings: train (1347, 128), test (450, 128)" in out
     match = re.search(r"test accuracy (\d\.\d+)", out)

@@ -66,8 +66,10 @@ def test_simclr_trains_without_labels_and_logs_the_effective_rank(tmp_path, monk
     assert 1.0 < last["effective_rank"] <= 128 and np.isfinite(last["loss"])
 
 
-def test_varcon_ssl_resumes_its_prototypes_bit_exactly(tmp_path):
+def test_varcon_ssl_resumes_its_prototypes_bit_exactly_and_a_healthy_run_warns_nothing(
+        tmp_path, recwarn):
     pretrain(digits_config(tmp_path, *SSL, name="a"))
+    assert not [w for w in recwarn if issubclass(w.category, TrainingWarning)]
     last = load_checkpoint(tmp_path / "a")
     first = load_checkpoint(tmp_path / "a" / "checkpoints" / "epoch_1.pt")
     assert set(last["loss"]) == {"prototypes", "last_won", "steps"}
@@ -97,7 +99,7 @@ def test_labeled_fraction_labels_a_seeded_tenth_for_varcon_ssl_and_trains_varcon
     seen = record_labels(monkeypatch)
     pretrain(digits_config(tmp_path, "method=varcon_ssl", "ssl.num_prototypes=16",
                            "data.labeled_fraction=0.1", "optim.epochs=1",
-                           "train.max_steps_per_epoch=0", name="semi"))
+                           "optim.batch_size=128", "train.max_steps_per_epoch=0", name="semi"))
     from varcon.runtime.data import build_train_data
     semi = build_train_data(digits_config(tmp_path, "method=varcon_ssl",
                                           "ssl.num_prototypes=16", "data.labeled_fraction=0.1"))
@@ -107,7 +109,7 @@ def test_labeled_fraction_labels_a_seeded_tenth_for_varcon_ssl_and_trains_varcon
     assert len(semi.pretrain_set) == len(targets) and int((semi.pretrain_labels >= 0).sum()) \
         == len(semi.dataset) == expected
     labels = torch.cat(seen)[::2]  # one row per image (two views)
-    assert len(labels) == len(targets) // 32 * 32  # every image, labelled or not
+    assert len(labels) == len(targets) // 128 * 128  # every image, labelled or not
     labelled = labels[labels >= 0]
     assert 0.07 < len(labelled) / len(labels) < 0.13 and set(labelled.tolist()) == set(range(10))
     # the labels shown are the true ones
@@ -144,11 +146,6 @@ def test_a_forced_collapse_is_reported_every_epoch(tmp_path, monkeypatch):
     assert any(m.startswith("epoch 1: embedding collapse: effective rank 1.00") for m in messages)
     assert any(m.startswith("epoch 2: pseudo-class collapse") for m in messages)
     assert any("dead prototypes: 15 of 16" in m for m in messages)
-
-
-def test_no_warning_for_a_healthy_short_run(tmp_path, recwarn):
-    pretrain(digits_config(tmp_path, *SSL))
-    assert not [w for w in recwarn if issubclass(w.category, TrainingWarning)]
 
 
 def _flat_folder(root: Path, n: int = 24) -> Path:
