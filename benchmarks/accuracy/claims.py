@@ -40,15 +40,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from scipy import stats
-
 from varcon.reporting import NotARunError, load_run, run_metrics
 from varcon.reporting.runs import read_metrics
+from varcon.reporting.stats import (
+    ALPHA,
+    paired_difference,
+    pooled_seed_std,
+    single_seed_contrast,
+)
 
 NAME = re.compile(r"^(?P<group>[\w.-]+?)-s(?P<seed>\d+)$")
 METHODS = ("varcon", "supcon", "ce")
-ALPHA = 0.05
-NOISE_SDS = 2.0  # single-seed contrasts: beyond this many standard deviations of noise
 
 # (label, key) of the numbers compared between methods; keys of varcon.reporting.run_metrics
 LINEAR = ("linear top-1 (%)", "linear.top1")
@@ -146,30 +148,18 @@ def paired(claim: str, label: str, key: str, runs: Runs, a: str, b: str) -> Verd
         return Verdict(claim, label, compared, values, "–", "not run yet",
                        f"needs 2+ paired seeds; have seeds {seeds}"
                        + (f" (missing: {', '.join(missing)})" if missing else ""))
-    d = [ra[s] - rb[s] for s in seeds]
-    sd = statistics.stdev(d)
-    if sd == 0:  # the same difference on every seed: its sign decides, zero is no evidence
-        p_up = 0.0 if d[0] > 0 else 1.0 if d[0] < 0 else 0.5
-    else:
-        t = statistics.fmean(d) / (sd / math.sqrt(len(d)))
-        p_up = float(stats.t.sf(t, df=len(d) - 1))
-    p_down = 1.0 - p_up
+    diff = paired_difference(ra, rb)
+    p_up, p_down = diff.p_higher, diff.p_lower
     verdict = "holds" if p_up < ALPHA else "does not hold" if p_down < ALPHA else "within noise"
-    return Verdict(claim, label, compared, values, _mean_std(d), verdict,
-                   f"paired over seeds {seeds}: one-sided p = {p_up:.3f} (higher), "
+    return Verdict(claim, label, compared, values, _mean_std(diff.differences), verdict,
+                   f"paired over seeds {list(diff.seeds)}: one-sided p = {p_up:.3f} (higher), "
                    f"{p_down:.3f} (lower)")
 
 
 def seed_noise(runs: Runs, key: str) -> tuple[float, int] | None:
     """Pooled seed-to-seed std of ``key`` over the main runs, and its degrees of freedom."""
-    ss, df = 0.0, 0
-    for method in METHODS:
-        vals = [v[key] for v in runs.get(method, {}).values() if key in v]
-        if len(vals) >= 2:
-            m = statistics.fmean(vals)
-            ss += sum((x - m) ** 2 for x in vals)
-            df += len(vals) - 1
-    return (math.sqrt(ss / df), df) if df else None
+    return pooled_seed_std([v[key] for v in runs.get(method, {}).values() if key in v]
+                           for method in METHODS)
 
 
 def contrast(claim: str, label: str, key: str, runs: Runs, terms: Sequence[tuple[int, str]],
@@ -193,14 +183,12 @@ def contrast(claim: str, label: str, key: str, runs: Runs, terms: Sequence[tuple
     if noise is None:
         return Verdict(claim, label, compared, values, f"{c:+.3g}", "not run yet",
                        "needs 2+ seeds of a main method to measure the noise")
-    sigma, df = noise
-    sd = sigma * math.sqrt(len(terms))
-    z = c / sd if sd > 0 else math.copysign(math.inf, c)
-    verdict = "holds" if z > NOISE_SDS else "does not hold" if z < -NOISE_SDS else "within noise"
+    result = single_seed_contrast(c, len(terms), noise)
+    verdict = {"higher": "holds", "lower": "does not hold"}.get(result.direction, "within noise")
     return Verdict(claim, label, compared, values, f"{c:+.3g}", verdict,
-                   f"{len(terms)} single runs; noise sigma = {sigma:.3g} (seed std of "
-                   f"{noise_key or key} in the main runs, {df} df), contrast / "
-                   f"(sigma·√{len(terms)}) = {z:+.2f}")
+                   f"{len(terms)} single runs; noise sigma = {result.sigma:.3g} (seed std of "
+                   f"{noise_key or key} in the main runs, {result.df} df), contrast / "
+                   f"(sigma·√{len(terms)}) = {result.z:+.2f}")
 
 
 def tau2_claims(runs: Runs) -> list[Verdict]:

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import statistics
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -35,7 +34,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root
 
 from benchmarks.accuracy.claims import (
-    NOISE_SDS,
     Runs,
     Verdict,
     _fmt,
@@ -45,6 +43,7 @@ from benchmarks.accuracy.claims import (
 )
 
 from varcon.reporting.runs import read_metrics
+from varcon.reporting.stats import pooled_seed_std, single_seed_contrast
 
 MAIN = ("simclr", "varcon_ssl")
 KNN = ("kNN top-1, k=200 (%)", "knn.top1.200")
@@ -80,14 +79,8 @@ def read_all(results: Path) -> Runs:
 
 def noise(runs: Runs, key: str) -> tuple[float, int] | None:
     """Pooled seed-to-seed std of ``key`` over the main groups, and its degrees of freedom."""
-    ss, df = 0.0, 0
-    for group in MAIN:
-        vals = [v[key] for v in runs.get(group, {}).values() if key in v]
-        if len(vals) >= 2:
-            m = statistics.fmean(vals)
-            ss += sum((x - m) ** 2 for x in vals)
-            df += len(vals) - 1
-    return (math.sqrt(ss / df), df) if df else None
+    return pooled_seed_std([v[key] for v in runs.get(group, {}).values() if key in v]
+                           for group in MAIN)
 
 
 def ablation(claim: str, label: str, key: str, runs: Runs, group: str) -> Verdict:
@@ -105,12 +98,11 @@ def ablation(claim: str, label: str, key: str, runs: Runs, group: str) -> Verdic
     if measured is None:
         return Verdict(claim, label, compared, values, f"{diff:+.3g}", "not run yet",
                        "needs 2+ seeds of a main method to measure the noise")
-    sigma, df = measured
-    z = diff / (sigma * math.sqrt(2)) if sigma > 0 else math.copysign(math.inf, diff)
-    verdict = "holds" if z > NOISE_SDS else "does not hold" if z < -NOISE_SDS else "within noise"
+    result = single_seed_contrast(diff, 2, measured)
+    verdict = {"higher": "holds", "lower": "does not hold"}.get(result.direction, "within noise")
     return Verdict(claim, label, compared, values, f"{diff:+.3g}", verdict,
-                   f"2 single runs; noise sigma = {sigma:.3g} (seed std in the main runs, "
-                   f"{df} df), difference / (sigma·√2) = {z:+.2f}")
+                   f"2 single runs; noise sigma = {result.sigma:.3g} (seed std in the main "
+                   f"runs, {result.df} df), difference / (sigma·√2) = {result.z:+.2f}")
 
 
 def all_claims(runs: Runs) -> list[Verdict]:
