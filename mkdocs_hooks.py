@@ -49,6 +49,7 @@ _LINK = re.compile(
     r"(?P<target><[^<>\n]*>|[^()\s<>]+)"
     r"(?P<tail>(?:\s+(?:\"[^\"\n]*\"|'[^'\n]*'))?\s*\))"
 )
+_LIST_ITEM = re.compile(r"^(?P<indent> {0,3})(?P<marker>[-*+]|\d{1,9}[.)])[ \t]")
 _FENCE = re.compile(r"^\s{0,3}(`{3,}|~{3,})")
 _ROLE = re.compile(
     r":(?:py:)?(?:func|meth|class|mod|attr|data|obj|exc|const|type):"
@@ -173,7 +174,8 @@ def _repo_path(src_uri: str) -> str:
 
 
 def on_page_markdown(markdown: str, page: Page, config: MkDocsConfig, files: Files) -> str:
-    """Point the links that leave docs/ at the files brought in."""
+    """Show the site-only blocks, point the links that leave docs/ at the files brought in,
+    and read GitHub's list syntax (see below)."""
     src_uri = page.file.src_uri
     repo_path = _repo_path(src_uri)
     site_dir = posixpath.dirname(src_uri)
@@ -199,12 +201,30 @@ def on_page_markdown(markdown: str, page: Page, config: MkDocsConfig, files: Fil
     markdown = _SITE_ONLY.sub(lambda m: m.group("body"), markdown)
     out: list[str] = []
     fence = ""
+    previous = ""  # the previous line outside code blocks
+    in_list = False
     for line in markdown.splitlines(keepends=True):
         match = _FENCE.match(line)
         if match and (not fence or match.group(1).startswith(fence)):
             fence = "" if fence else match.group(1)[:3]
         elif not fence:
+            # GitHub's lists as Python-Markdown wants them: a list may follow a paragraph
+            # line directly there (here it needs a blank line), and a nested item may be
+            # indented by 2 or 3 spaces (here 4).
+            item = _LIST_ITEM.match(line)
+            if item:
+                indent = len(item.group("indent"))
+                interrupts = item.group("marker") in "-*+" or item.group("marker")[:-1] == "1"
+                if (indent == 0 and interrupts and not in_list and previous.strip()
+                        and previous[0] not in "|<"):
+                    out.append("\n")
+                elif indent in (2, 3) and in_list:
+                    line = "    " + line[indent:]
+                in_list = True
+            elif line.strip() and not line.startswith((" ", "\t")):
+                in_list = False
             line = _LINK.sub(rewrite, line)
+            previous = line
         out.append(line)
     return "".join(out)
 
