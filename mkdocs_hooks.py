@@ -80,6 +80,13 @@ def on_config(config: MkDocsConfig) -> MkDocsConfig:
         _docs_prefix = docs.relative_to(_root).as_posix() + "/"
     except ValueError as exc:
         raise PluginError(f"docs_dir {docs} is not inside {_root}") from exc
+    # pymdownx.snippets reads base_path relative to the working directory: make it relative
+    # to mkdocs.yml, so that `mkdocs build -f path/to/mkdocs.yml` works from anywhere.
+    snippets = config.mdx_configs.get("pymdownx.snippets")
+    if snippets and "base_path" in snippets:
+        paths = snippets["base_path"]
+        snippets["base_path"] = [str(_root / p) for p in ([paths] if isinstance(paths, str)
+                                                           else paths)]
     return config
 
 

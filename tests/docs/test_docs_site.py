@@ -25,12 +25,13 @@ pytest.importorskip("mkdocstrings_handlers.python",
 
 
 def build(project: Path, site: Path) -> subprocess.CompletedProcess[str]:
-    """``mkdocs build --strict`` of the project at ``project`` (run from there, as the
-    snippets' base path is relative to it) into ``site``."""
+    """``mkdocs build --strict`` of the project at ``project`` into ``site``, run from
+    elsewhere (``site``'s parent): paths in mkdocs.yml are relative to the file."""
     env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}  # Material's end-of-life banner
     return subprocess.run(
-        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(site)],
-        cwd=project, capture_output=True, text=True, timeout=300, env=env,
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--config-file",
+         str(project / "mkdocs.yml"), "--site-dir", str(site)],
+        cwd=site.parent, capture_output=True, text=True, timeout=300, env=env,
     )
 
 
