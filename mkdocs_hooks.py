@@ -42,10 +42,10 @@ from mkdocs.structure.pages import Page
 
 SITE_FOLDER = "repository"  # where files from outside docs/ live in the site
 
-# An inline link or image: [text](target "title") or ![alt](<target>). Text may hold one level
-# of brackets; the target is what the hook rewrites.
+# An inline link or image: [text](target "title") or ![alt](<target>). The text may span lines
+# (not a blank one) and hold one level of brackets; the target is what the hook rewrites.
 _LINK = re.compile(
-    r"(?P<head>!?\[(?:[^\[\]\n]|\[[^\[\]\n]*\])*\]\(\s*)"
+    r"(?P<head>!?\[(?:[^\[\]\n]|\n(?![ \t]*\n)|\[[^\[\]\n]*\])*\]\(\s*)"
     r"(?P<target><[^<>\n]*>|[^()\s<>]+)"
     r"(?P<tail>(?:\s+(?:\"[^\"\n]*\"|'[^'\n]*'))?\s*\))"
 )
@@ -111,21 +111,28 @@ def _resolve(page_repo_path: str, link_path: str) -> str | None:
     return path if full.is_file() else None
 
 
+def _chunks(markdown: str) -> list[tuple[bool, str]]:
+    """The text as runs of (inside a fenced code block, lines), fences included."""
+    chunks: list[tuple[bool, str]] = []
+    fence = ""
+    for line in markdown.splitlines(keepends=True):
+        match = _FENCE.match(line)
+        toggles = match is not None and (not fence or match.group(1).startswith(fence))
+        code = bool(fence) or toggles
+        if match is not None and toggles:
+            fence = "" if fence else match.group(1)[:3]
+        if chunks and chunks[-1][0] == code:
+            chunks[-1] = (code, chunks[-1][1] + line)
+        else:
+            chunks.append((code, line))
+    return chunks
+
+
 def _outside_links(markdown: str) -> list[str]:
     """The link paths of a Markdown text, outside fenced code blocks."""
-    paths: list[str] = []
-    fence = ""
-    for line in markdown.splitlines():
-        match = _FENCE.match(line)
-        if match and (not fence or match.group(1).startswith(fence)):
-            fence = "" if fence else match.group(1)[:3]
-            continue
-        if not fence:
-            for link in _LINK.finditer(line):
-                split = _split(link.group("target"))
-                if split:
-                    paths.append(split[0])
-    return paths
+    return [split[0] for code, text in _chunks(markdown) if not code
+            for link in _LINK.finditer(text)
+            if (split := _split(link.group("target"))) is not None]
 
 
 def _bring_in(repo_path: str, config: MkDocsConfig, files: Files) -> File | None:
@@ -207,14 +214,15 @@ def on_page_markdown(markdown: str, page: Page, config: MkDocsConfig, files: Fil
 
     markdown = _SITE_ONLY.sub(lambda m: m.group("body"), markdown)
     out: list[str] = []
-    fence = ""
-    previous = ""  # the previous line outside code blocks
+    previous = ""  # the previous line
     in_list = False
-    for line in markdown.splitlines(keepends=True):
-        match = _FENCE.match(line)
-        if match and (not fence or match.group(1).startswith(fence)):
-            fence = "" if fence else match.group(1)[:3]
-        elif not fence:
+    for code, text in _chunks(markdown):
+        if code:
+            out.append(text)
+            previous = text.rstrip("\n").rpartition("\n")[2]
+            continue
+        lines: list[str] = []
+        for line in text.splitlines(keepends=True):
             # GitHub's lists as Python-Markdown wants them: a list may follow a paragraph
             # line directly there (here it needs a blank line), and a nested item may be
             # indented by 2 or 3 spaces (here 4).
@@ -224,15 +232,15 @@ def on_page_markdown(markdown: str, page: Page, config: MkDocsConfig, files: Fil
                 interrupts = item.group("marker") in "-*+" or item.group("marker")[:-1] == "1"
                 if (indent == 0 and interrupts and not in_list and previous.strip()
                         and previous[0] not in "|<"):
-                    out.append("\n")
+                    lines.append("\n")
                 elif indent in (2, 3) and in_list:
                     line = "    " + line[indent:]
                 in_list = True
             elif line.strip() and not line.startswith((" ", "\t")):
                 in_list = False
-            line = _LINK.sub(rewrite, line)
+            lines.append(line)
             previous = line
-        out.append(line)
+        out.append(_LINK.sub(rewrite, "".join(lines)))
     return "".join(out)
 
 

@@ -132,3 +132,15 @@ def test_strict_build_fails_on_broken_links_and_nav(tmp_path):
     for name, _, message in BREAKAGES:
         assert any(message in record for record in warnings), (
             f"{name}: no warning says {message!r}:\n{output[-5000:]}")
+
+
+def test_hook_finds_the_links_a_page_makes(monkeypatch):
+    """mkdocs_hooks reads links as Markdown does: link text may wrap, targets may be in <>,
+    and fenced code holds no links."""
+    monkeypatch.syspath_prepend(str(ROOT))
+    import mkdocs_hooks
+
+    markdown = ("See the [bench\nmarks](../BENCHMARKS.md \"title\") and ![a plot](<a b.png>).\n\n"
+                "```python\nx = [a](../NOT_A_LINK.md)\n```\n"
+                "[here](#anchor), [there](https://example.org), [a guide](training.md#a-section)\n")
+    assert mkdocs_hooks._outside_links(markdown) == ["../BENCHMARKS.md", "a b.png", "training.md"]
