@@ -31,8 +31,8 @@ from .results import atomic_write_bytes, save_array, write_result
 from .session import EvalSession
 from .supervised import AugmentedTraining, train_on_augmented_images
 
-__all__ = ["load_probe", "probe_accuracy", "run_linear", "train_linear_probe",
-           "train_probe_on_features"]
+__all__ = ["load_probe", "probe_accuracy", "run_linear", "run_linear_probe", "save_probe",
+           "train_linear_probe", "train_probe_on_features"]
 
 
 def _optimizer(classifier: nn.Module, lc: LinearConfig) -> torch.optim.Optimizer:
@@ -129,14 +129,22 @@ def probe_accuracy(classifier: nn.Module, feats: torch.Tensor, labels: torch.Ten
             "confusion": confusion.numpy()}
 
 
-def save_probe(session: EvalSession, classifier: nn.Linear, name: str = "linear_probe") -> None:
-    """``<output>/<name>.pt``: the classifier and what it was trained on (weights_only-safe)."""
+def save_probe(session: EvalSession, classifier: nn.Linear, name: str = "linear_probe", *,
+               results: dict[str, Any] | None = None) -> None:
+    """``<output>/<name>.pt``: the classifier and what it was trained on (weights_only-safe).
+
+    ``results`` (``top1``/``top5`` on the test split, percent) are kept beside the weights,
+    so a later user of the probe (fine-tuning) can show and check its accuracy.
+    """
     import io
 
     state = {"format": "varcon-probe", "weight": classifier.weight.detach().cpu(),
              "bias": classifier.bias.detach().cpu(), "num_classes": session.num_classes,
              "class_names": session.class_names, "features": "encoder",
              "checkpoint": session.checkpoint, "eval_dataset": session.context()["eval_dataset"]}
+    for key in ("top1", "top5"):
+        if results is not None and isinstance(results.get(key), (int, float)):
+            state[key] = float(results[key])
     buffer = io.BytesIO()
     torch.save(state, buffer)
     atomic_write_bytes(session.out_dir / f"{name}.pt", buffer.getvalue())
@@ -160,6 +168,17 @@ def run_linear(session: EvalSession, *, name: str = "linear", protocol: str = "l
                results_extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train the probe, test it, write ``<name>.json``, ``<name>_probe.pt`` and
     ``<name>_confusion.npy`` (rank 0). Returns the results dict on every rank."""
+    return run_linear_probe(session, name=name, protocol=protocol,
+                            settings_extra=settings_extra, results_extra=results_extra)[0]
+
+
+def run_linear_probe(session: EvalSession, *, name: str = "linear", protocol: str = "linear",
+                     settings_extra: dict[str, Any] | None = None,
+                     results_extra: dict[str, Any] | None = None
+                     ) -> tuple[dict[str, Any], nn.Linear]:
+    """:func:`run_linear` that also returns the trained classifier ``nn.Linear(out_dim, C)``
+    (eval mode, on ``session.ctx.device``; the same on every rank): fine-tuning starts its
+    head from it."""
     t0 = time.perf_counter()
     session.prepare_output()
     classifier = train_linear_probe(session)
@@ -173,8 +192,8 @@ def run_linear(session: EvalSession, *, name: str = "linear", protocol: str = "l
                     "momentum": lc.momentum, "weight_decay": lc.weight_decay,
                     "warmup_epochs": lc.warmup_epochs, "augment": lc.augment,
                     "seed": session.cfg.seed + 1, **(settings_extra or {})}
-        save_probe(session, classifier, f"{name}_probe")
+        save_probe(session, classifier, f"{name}_probe", results=result)
         save_array(session.out_dir / f"{name}_confusion.npy", confusion)
         write_result(session.out_dir, protocol, name=name, results=result, settings=settings,
                      context=session.context("encoder"), seconds=time.perf_counter() - t0)
-    return result
+    return result, classifier
