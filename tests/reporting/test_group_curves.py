@@ -119,7 +119,7 @@ def test_report_with_only_the_curves(tmp_path):
     assert "## Training curves by group" in md
     assert "\n## Figures" not in md
     assert sorted(p.name for p in (tmp_path / "rep" / "figures").iterdir()) == [
-        "group_curves.png"]
+        "group_curves.png", "headline.png"]
 
 
 def test_bad_report_options_are_named(tmp_path):

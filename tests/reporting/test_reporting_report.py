@@ -32,12 +32,15 @@ def _expected(values: list[float], decimals: int = 2) -> str:
             f"{statistics.stdev(values):.{decimals}f}")
 
 
-def _first_table(md: str) -> tuple[list[str], list[list[str]]]:
-    """Header and rows of the first Markdown table, cells without Markdown escapes."""
+def _first_table(md: str, after: str = "") -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the first Markdown table (after the text ``after``), cells without
+    Markdown escapes and bold marks."""
+    md = md[md.index(after):] if after else md
     lines = md[md.index("\n| ") + 1:].split("\n\n", 1)[0].splitlines()
 
     def cells(line: str) -> list[str]:
-        return [c.strip().replace("\\", "") for c in re.split(r"(?<!\\)\|", line)[1:-1]]
+        return [c.strip().replace("\\", "").replace("**", "")
+                for c in re.split(r"(?<!\\)\|", line)[1:-1]]
 
     return cells(lines[0]), [cells(line) for line in lines[2:]]
 
@@ -97,27 +100,42 @@ def test_files_written_and_non_runs_are_problems(report: dict[str, Any]) -> None
     assert leftovers == []
 
 
-def test_first_table_groups_seeds_with_mean_and_sample_std(report: dict[str, Any]) -> None:
+def test_headline_table_groups_seeds_with_mean_and_sample_std(report: dict[str, Any]) -> None:
     md = report["md"]
     assert md.index("| group |") < md.index("\n## ")  # the first thing after the intro
     header, rows = _first_table(md)
-    assert len(rows) == 3  # varcon seeds, supcon, the eps = 0 ablation
-    assert "loss.epsilon" in header  # the one config key that differs between groups
-    for bookkeeping in ("seed", "name", "train.device", "data.num_workers", "output_dir"):
-        assert bookkeeping not in header
+    # one headline metric per evaluation (transfer has none): 7 columns in all
+    assert header == ["group", "seeds", "linear", "kNN k=20", "ARI k-means", "5-way 1-shot",
+                      "mCA"]
+    assert [r[0] for r in rows] == ["G1 varcon", "G2 supcon", "G3 fixed-tau2"]
     col = {h: i for i, h in enumerate(header)}
     varcon, supcon, ablation = rows
-    assert varcon[col["n runs (seeds)"]] == "3 (0, 1, 2)"
-    assert varcon[col["linear top-1 (%)"]] == _expected(LINEAR)
-    assert varcon[col["kNN top-1 k=20 (%)"]] == _expected(KNN)
-    assert (varcon[col["loss.epsilon"]], ablation[col["loss.epsilon"]]) == ("0.02", "0.0")
-    assert supcon[col["method"]] == "supcon"
-    assert supcon[col["linear top-1 (%)"]] == "90.00 ± –"  # n = 1
-    assert varcon[col["ARI kmeans"]] == "0.700 ± 0.000"
-    for name in ("few-shot 5-way 1-shot ncm (%)", "mean corruption accuracy (%)",
-                 "transfer → cifar100 top-1 (%)", "ARI kmeans"):
+    assert ablation[col["seeds"]] == "0"
+    assert varcon[col["seeds"]] == "0, 1, 2"
+    assert varcon[col["linear"]] == _expected(LINEAR)
+    assert varcon[col["kNN k=20"]] == _expected(KNN)
+    assert supcon[col["linear"]] == "90.00"  # n = 1: no spread
+    assert varcon[col["ARI k-means"]] == "0.700 ± 0.000"
+    for name in ("5-way 1-shot", "mCA", "ARI k-means"):
         assert supcon[col[name]] == "not run"
     assert "91.58 ± 1.63" == _expected(LINEAR)  # the helper's arithmetic, by hand
+    # the best mean of a column in bold; a column only one group has, none
+    assert f"**{_expected(LINEAR)}**" in md and f"**{_expected(KNN)}**" in md
+    assert "**0.700 ± 0.000**" not in md
+    # the setting that tells groups apart, in the list under the table
+    text = md.replace("\\", "")
+    assert "- G3 fixed-tau2: method varcon, loss.epsilon = 0.0; 1 run" in text
+    assert "- G1 varcon: method varcon, loss.epsilon = 0.02; 3 runs" in text
+    # the full table of every metric, in its collapsible section
+    header, rows = _first_table(md, after="<summary>All metrics by group</summary>")
+    assert header == ["metric", "G1 varcon", "G2 supcon", "G3 fixed-tau2"]
+    by_metric = {r[0]: r[1:] for r in rows}
+    assert by_metric["linear top-1 (%)"][0] == _expected(LINEAR)
+    assert by_metric["transfer → cifar100 top-1 (%)"][1] == "not run"
+    header, rows = _first_table(md, after="<summary>Groups and their settings</summary>")
+    assert "loss.epsilon" in header  # the one config key that differs between groups
+    for bookkeeping in ("name", "train.device", "data.num_workers", "output_dir"):
+        assert bookkeeping not in header
 
 
 def test_not_run_lists_the_command(report: dict[str, Any]) -> None:
@@ -147,11 +165,11 @@ def test_every_figure_is_in_both_files(report: dict[str, Any]) -> None:
     out, md, page = report["out"], report["md"], report["html"]
     figure_dirs = sorted(d for d in (out / "figures").iterdir() if d.is_dir())
     assert len(figure_dirs) == 3  # the first run of each group
-    # plus the groups' curves in one figure
+    # plus the headline figure and the groups' curves in one figure
     assert sorted(f.name for f in (out / "figures").iterdir() if f.is_file()) == [
-        "group_curves.png"]
-    assert "](figures/group_curves.png)" in md
-    total = 1
+        "group_curves.png", "headline.png"]
+    assert "](figures/group_curves.png)" in md and "](figures/headline.png)" in md
+    total = 2
     for folder in figure_dirs:
         pngs = sorted(folder.glob("*.png"))
         assert pngs, folder
@@ -178,7 +196,7 @@ def test_html_escapes_file_strings_and_is_well_formed(report: dict[str, Any]) ->
             self.open: list[str] = []
 
         def handle_starttag(self, tag: str, attrs: Any) -> None:
-            if tag not in ("meta", "img", "br"):
+            if tag not in ("meta", "img", "br"):  # void elements
                 self.open.append(tag)
 
         def handle_endtag(self, tag: str) -> None:
@@ -203,19 +221,22 @@ def test_partial_group_and_legacy_files(tmp_path: Path) -> None:
     (runs[0] / "eval" / "transfer_cifar100-20261123-120000.json").write_text("{}")
     result = build_report([*runs, legacy], tmp_path / "out", figures="none")
     assert len(result.problems) == 1 and "cluster.json" in result.problems[0]
-    header, rows = _first_table(result.markdown.read_text())
-    col = {h: i for i, h in enumerate(header)}
-    assert rows[0][col["kNN top-1 k=20 (%)"]] == f"{_expected([81.0, 82.0])} (n=2)"
-    assert rows[1][col["kNN top-1 k=200 (%)"]] == "70.25 ± –"
-    assert rows[1][col["linear top-1 (%)"]] == "77.50 ± –"
-    assert rows[0][col["kNN top-1 k=200 (%)"]] == f"{_expected([80.0, 81.0])} (n=2)"
     md = result.markdown.read_text()
+    header, rows = _first_table(md)
+    col = {h: i for i, h in enumerate(header)}
+    assert rows[0][col["kNN k=20"]] == f"{_expected([81.0, 82.0])} (n=2)"
+    assert rows[1][col["linear"]] == "77.50"
+    # the legacy run has k=200 only: its kNN k=20 is "not run"; k=200 in the full table
+    assert rows[1][col["kNN k=20"]] == "not run"
+    header, rows = _first_table(md, after="<summary>All metrics by group</summary>")
+    by_metric = {r[0]: r[1:] for r in rows}
+    assert by_metric["kNN top-1 k=200 (%)"] == [f"{_expected([80.0, 81.0])} (n=2)", "70.25 ± –"]
     assert f"`{evaluation_command('knn', runs[0])}`" in md
     assert "20261123" not in md
     # no target known: placeholder; lacked by all four runs: one line, RUN for each
     assert f"`{evaluation_command('transfer', 'RUN')}`" in md
     assert "transfer not run for 4 runs (s0, s1, s2, old)" in md
-    assert "Figures" not in md.split("## Per-run values")[1]
+    assert "Figures of" not in md.split("Per-run values")[1]
 
 
 def test_only_non_runs_still_writes_a_report(tmp_path: Path) -> None:
@@ -299,8 +320,10 @@ def test_fine_tuning_is_a_column_and_its_command_is_listed_where_not_run(tmp_pat
     assert run_metrics(load_run(tuned))["finetune.top1"] == 94.25
     result = build_report([tuned, frozen], tmp_path / "out", figures="none")
     md = result.markdown.read_text()
-    assert "fine-tune top-1 (%)" in md and "94.25" in md
-    assert md.index("linear top-1 (%)") < md.index("fine-tune top-1 (%)") < md.index("kNN")
+    header, rows = _first_table(md)
+    assert header[2:] == ["linear", "fine-tune"]  # fine-tuning beside the probe
+    assert len(rows) == 1 and rows[0][3] == "94.25 (n=1)"  # two seeds, one fine-tuned
+    assert "fine-tune: fine-tune top-1 (%)" in md
     assert f"`{evaluation_command('finetune', frozen)}`" in md
     assert evaluation_command("finetune", frozen) == f"varcon finetune --checkpoint {frozen}"
 
@@ -355,12 +378,12 @@ def test_an_evaluation_many_runs_lack_is_one_shortened_line(tmp_path: Path) -> N
                                                              "transfer"),
                       arrays=False, tau2_epochs=None) for i in range(12)]
     md = build_report(runs, tmp_path / "out", figures="none").markdown.read_text()
-    section = md[md.index("## Evaluations not run"):md.index("## Groups")]
+    section = md[md.index("## Evaluations not run"):md.index("## Details")]
     items = [line for line in section.splitlines() if line.startswith("- ")]
     listed = ", ".join(f"r{i:02d}" for i in range(10))
     assert items == [f"- fine-tuning not run for 12 runs ({listed}, ... and 2 more): "
                      "`varcon finetune --checkpoint RUN`"]
     assert md.count("varcon finetune --checkpoint") == 1
     header, rows = _first_table(md)
-    assert rows[0][header.index("n runs (seeds)")] == f"12 ({', '.join(map(str, range(12)))})"
-    assert rows[0][header.index("fine-tuning")] == "not run"
+    assert rows[0][header.index("seeds")] == ", ".join(map(str, range(12)))
+    assert "fine-tune" not in header  # no run has it: listed as not run, no empty column

@@ -58,6 +58,10 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("--html-images", choices=("inline", "link"), default="inline",
                      help="inline the PNGs in report.html (default: one self-contained file) "
                      "or link them (a small page that must stay beside its figures/ folder)")
+    rep.add_argument("--baseline", metavar="GROUP",
+                     help="compare every group with this one (its label, e.g. 'G2 supcon', its "
+                     "number 'G2', its name or its method): paired differences over seeds with "
+                     "95%% intervals")
     sub.add_parser("configs", help="list the shipped configs")
     _add_export_parsers(sub)
     return parser
@@ -223,8 +227,12 @@ def _figures(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from varcon.reporting import build_report
 
-    result = build_report(args.run_dirs, args.output, figures=args.figures,
-                          html_images=args.html_images)
+    try:
+        result = build_report(args.run_dirs, args.output, figures=args.figures,
+                              html_images=args.html_images, baseline=args.baseline)
+    except ValueError as exc:  # a --baseline that names no group
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(f"{result.markdown}\n{result.html}")
     for warning in result.warnings:
         print(f"warning: {warning}", file=sys.stderr)

@@ -18,6 +18,7 @@ MAIN_CLUSTER_ALGORITHMS = ("kmeans", "agglomerative_ward")  # in the report's fi
 MAIN_CLUSTER_SCORES = ("ari", "nmi")
 _SCORE_ORDER = ("ari", "nmi", "ami", "purity")
 _SCORE_LABELS = {"ari": "ARI", "nmi": "NMI", "ami": "AMI"}
+_ALG_SHORT = {"agglomerative_ward": "Ward", "kmeans": "k-means"}
 
 Results = Mapping[str, Any]
 
@@ -25,7 +26,7 @@ Results = Mapping[str, Any]
 def _top1_top5(name: str, label: str, main5: bool) -> Any:
     def columns(res: Results, target: str | None) -> list[ReportColumn]:
         return [ReportColumn(f"{name}.top1", f"{label} top-1 (%)", res.get("top1"), 2, True,
-                             (0,)),
+                             (0,), headline=label),
                 ReportColumn(f"{name}.top5", f"{label} top-5 (%)", res.get("top5"), 2, main5,
                              (1,))]
 
@@ -51,10 +52,12 @@ def _knn_columns(res: Results, target: str | None) -> list[ReportColumn]:
         shown = which.replace("top", "top-")
         if isinstance(by_k, dict):
             out.extend(ReportColumn(f"knn.{which}.{k}", f"kNN {shown} k={k} (%)", v, 2, main,
-                                    (which, *_k_order(str(k)))) for k, v in by_k.items())
+                                    (which, *_k_order(str(k))),
+                                    headline=f"kNN k={k}" if which == "top1" else "")
+                       for k, v in by_k.items())
         else:
             out.append(ReportColumn(f"knn.{which}", f"kNN {shown} (%)", by_k, 2, main,
-                                    (which, 0, 0)))
+                                    (which, 0, 0), headline="kNN" if which == "top1" else ""))
     return out
 
 
@@ -72,9 +75,11 @@ def _cluster_columns(res: Results, target: str | None) -> list[ReportColumn]:
             main = alg in MAIN_CLUSTER_ALGORITHMS and score in MAIN_CLUSTER_SCORES
             score_rank = (_SCORE_ORDER.index(score) if score in _SCORE_ORDER
                           else len(_SCORE_ORDER))
+            headline = (f"ARI {_ALG_SHORT.get(alg, alg)}"
+                        if score == "ari" and alg in MAIN_CLUSTER_ALGORITHMS else "")
             out.append(ReportColumn(f"cluster.{alg}.{score}",
                                     f"{_SCORE_LABELS.get(score, score)} {alg}", v, 3, main,
-                                    (alg_rank, alg, score_rank, score)))
+                                    (alg_rank, alg, score_rank, score), headline=headline))
     for key in ("centroid_similarity_offdiag_mean", "centroid_similarity_offdiag_max"):
         label = "centroid cosine off-diagonal " + key.rsplit("_", 1)[1]
         out.append(ReportColumn(f"cluster.{key}", label, res.get(key), 3, False, (9, key)))
@@ -92,7 +97,8 @@ def _fewshot_columns(res: Results, target: str | None) -> list[ReportColumn]:
         name = f"{n}-way {k}-shot {clf}"
         order = (_number(n), _number(k), str(clf))
         out.append(ReportColumn(f"fewshot.{n}w{k}s.{clf}", f"few-shot {name} (%)",
-                                task.get("mean"), 2, True, order))
+                                task.get("mean"), 2, True, order,
+                                headline=f"{n}-way {k}-shot" if clf == "ncm" else ""))
         out.append(ReportColumn(f"fewshot.{n}w{k}s.{clf}.ci95", f"few-shot {name} 95% CI",
                                 task.get("ci95"), 2, False, (*order, "ci")))
     return out
@@ -109,10 +115,12 @@ def _robustness_columns(res: Results, target: str | None) -> list[ReportColumn]:
     """Mean corruption accuracy, (relative) mCE, clean top-1 and each corruption's mean."""
     out = [
         ReportColumn("robustness.mca", "mean corruption accuracy (%)",
-                     res.get("mean_corruption_accuracy"), 2, True, (0,)),
+                     res.get("mean_corruption_accuracy"), 2, True, (0,),
+                     headline="mCA"),
         ReportColumn("robustness.relative_mce", "relative mCE (%)", res.get("relative_mce"),
-                     2, True, (1,)),
-        ReportColumn("robustness.mce", "mCE (%)", res.get("mce"), 2, False, (2,)),
+                     2, True, (1,), better="lower"),
+        ReportColumn("robustness.mce", "mCE (%)", res.get("mce"), 2, False, (2,),
+                     better="lower"),
         ReportColumn("robustness.clean_top1", "clean top-1 (robustness) (%)",
                      res.get("clean_top1"), 2, False, (3,)),
     ]

@@ -27,7 +27,7 @@ import re
 import shlex
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from varcon._registry import Registry
 
@@ -70,8 +70,11 @@ class ReportColumn:
     """One value a protocol's results give the report.
 
     ``key`` names it in :func:`varcon.reporting.run_metrics` (``"knn.top1.20"``), ``label``
-    heads its column; ``main`` columns are in the first table, the others in "All metrics";
-    ``order`` sorts the protocol's columns among themselves.
+    heads its column; ``main`` columns are in the per-run tables' first rows, the others after
+    them; ``order`` sorts the protocol's columns among themselves. ``headline``: a short name
+    (``"kNN k=20"``) makes the column a candidate for the report's headline table and figure,
+    where each protocol shows its first candidate (by ``order``) that some run has;
+    ``better``: which way is better, for the bold best value of a column.
     """
 
     key: str
@@ -80,6 +83,8 @@ class ReportColumn:
     decimals: int = 2
     main: bool = True
     order: tuple[Any, ...] = ()
+    headline: str = ""
+    better: Literal["higher", "lower"] = "higher"
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from .._atomic import atomic_path
 from .figures import _matplotlib
 from .runs import Run, number, read_metrics
 
-__all__ = ["COMPARED_METRICS", "GroupCurves", "describe", "group_curves"]
+__all__ = ["COMPARED_METRICS", "GroupCurves", "describe", "group_colors", "group_curves"]
 
 # (metrics.jsonl key, panel title, y label)
 COMPARED_METRICS: tuple[tuple[str, str, str], ...] = (
@@ -54,6 +54,13 @@ def _group_styles(count: int, colormaps: object) -> list[tuple[str, str]]:
     size = cmap.N
     return [(to_hex(cmap(i % size)), _LINE_STYLES[(i // size) % len(_LINE_STYLES)])
             for i in range(count)]
+
+
+def group_colors(count: int) -> list[str]:
+    """The colour of each of ``count`` groups, as :func:`group_curves` draws them (so the
+    headline figure and the curves agree). Raises PlotsNotInstalledError without matplotlib."""
+    _, _, colormaps = _matplotlib()
+    return [color for color, _ in _group_styles(count, colormaps)]
 
 
 def _series(runs: Sequence[Run], key: str, warnings: list[str]

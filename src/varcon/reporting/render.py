@@ -1,49 +1,76 @@
 """One document model, two renderings: Markdown (images by relative path) and an HTML page,
 self-contained by default (images inlined as base64 data URIs) or, with ``images="link"``,
 pointing at the PNGs by relative path like the Markdown (a page of kilobytes instead of
-megabytes, for reports kept under version control). Every string is escaped by the renderer,
-so text read from run files (class names, config values, paths) can never inject markup."""
+megabytes, for reports kept under version control).
+
+The HTML comes from the Jinja2 template ``templates/report.html.j2`` with autoescaping on, so
+text read from run files (class names, config values, paths) can never inject markup; the
+Markdown renderer escapes every string itself. :class:`Details` is a collapsible section
+(``<details>`` in both: GitHub renders it in Markdown too).
+"""
 
 from __future__ import annotations
 
 import base64
 import html
 import urllib.parse
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from functools import lru_cache
+from typing import Any, ClassVar, Literal
 
-__all__ = ["Block", "Code", "Heading", "Image", "Items", "Para", "Table", "to_html",
-           "to_markdown"]
+__all__ = ["Block", "Cell", "Code", "Details", "Heading", "Image", "Items", "Para", "Table",
+           "to_html", "to_markdown"]
 
 
 @dataclass
 class Heading:
     level: int
     text: str
+    kind: ClassVar[str] = "heading"
 
 
 @dataclass
 class Para:
     text: str
     note: bool = False  # rendered smaller / in italics
+    kind: ClassVar[str] = "para"
+
+
+@dataclass
+class Cell:
+    """A table cell with emphasis: ``bold`` (the best value of its column) and ``sub``, a
+    second, smaller line (a difference against the baseline)."""
+
+    text: str
+    bold: bool = False
+    sub: str = ""
 
 
 @dataclass
 class Table:
-    headers: list[str]
-    rows: list[list[str]]
+    headers: Sequence[str]
+    rows: Sequence[Sequence[str | Cell]]
+    id: str = ""  # the HTML element's id (tests and links find the table by it)
+    kind: ClassVar[str] = "table"
+
+    def cells(self) -> list[list[Cell]]:
+        """Every row as :class:`Cell` objects (plain strings become plain cells)."""
+        return [[c if isinstance(c, Cell) else Cell(str(c)) for c in row] for row in self.rows]
 
 
 @dataclass
 class Items:
     """A bullet list; each item is text optionally followed by a command in code style."""
 
-    items: list[tuple[str, str | None]] = field(default_factory=list)
+    items: Sequence[tuple[str, str | None]] = field(default_factory=list)
+    kind: ClassVar[str] = "items"
 
 
 @dataclass
 class Code:
     text: str
+    kind: ClassVar[str] = "code"
 
 
 @dataclass
@@ -52,9 +79,20 @@ class Image:
     data: bytes  # the PNG, inlined in HTML (unless the page links its images)
     alt: str
     caption: list[str] = field(default_factory=list)  # lines under the image
+    kind: ClassVar[str] = "image"
 
 
-Block = Heading | Para | Table | Items | Code | Image
+@dataclass
+class Details:
+    """A collapsible section: ``summary`` always shown, ``blocks`` on demand."""
+
+    summary: str
+    blocks: list[Block] = field(default_factory=list)
+    open: bool = False
+    kind: ClassVar[str] = "details"
+
+
+Block = Heading | Para | Table | Items | Code | Image | Details
 
 
 # ----------------------------------------------------------------------------- Markdown
@@ -78,59 +116,62 @@ def _md_code(text: str) -> str:
     return f"{fence}{pad}{text}{pad}{fence}"
 
 
+def _md_cell(cell: Cell) -> str:
+    text = f"**{_md(cell.text)}**" if cell.bold and cell.text else _md(cell.text)
+    return f"{text}<br>{_md(cell.sub)}" if cell.sub else text
+
+
+def _md_block(block: Block) -> str:
+    if isinstance(block, Heading):
+        return f"{'#' * block.level} {_md(block.text)}"
+    if isinstance(block, Para):
+        return f"*{_md(block.text)}*" if block.note else _md(block.text)
+    if isinstance(block, Table):
+        lines = ["| " + " | ".join(_md(h) for h in block.headers) + " |",
+                 "|" + "|".join("---" for _ in block.headers) + "|"]
+        lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in block.cells()]
+        return "\n".join(lines)
+    if isinstance(block, Items):
+        return "\n".join(f"- {_md(text)}" + (f" {_md_code(code)}" if code else "")
+                         for text, code in block.items)
+    if isinstance(block, Code):
+        fence = "```"
+        while fence in block.text:
+            fence += "`"
+        return f"{fence}\n{block.text}\n{fence}"
+    if isinstance(block, Image):
+        lines = [f"![{_md(block.alt)}]({block.path})"]
+        lines += [f"*{_md(line)}*  " if i == 0 else f"{_md(line)}  "
+                  for i, line in enumerate(block.caption)]
+        return "\n".join(lines)
+    # Details: raw HTML around Markdown content (blank lines let the content render)
+    inner = "\n\n".join(_md_block(b) for b in block.blocks)
+    opened = " open" if block.open else ""
+    return (f"<details{opened}><summary>{html.escape(block.summary, quote=False)}</summary>"
+            f"\n\n{inner}\n\n</details>")
+
+
 def to_markdown(blocks: list[Block]) -> str:
-    out: list[str] = []
-    for block in blocks:
-        if isinstance(block, Heading):
-            out.append(f"{'#' * block.level} {_md(block.text)}")
-        elif isinstance(block, Para):
-            out.append(f"*{_md(block.text)}*" if block.note else _md(block.text))
-        elif isinstance(block, Table):
-            lines = ["| " + " | ".join(_md(h) for h in block.headers) + " |",
-                     "|" + "|".join("---" for _ in block.headers) + "|"]
-            lines += ["| " + " | ".join(_md(c) for c in row) + " |" for row in block.rows]
-            out.append("\n".join(lines))
-        elif isinstance(block, Items):
-            out.append("\n".join(
-                f"- {_md(text)}" + (f" {_md_code(code)}" if code else "")
-                for text, code in block.items))
-        elif isinstance(block, Code):
-            fence = "```"
-            while fence in block.text:
-                fence += "`"
-            out.append(f"{fence}\n{block.text}\n{fence}")
-        elif isinstance(block, Image):
-            lines = [f"![{_md(block.alt)}]({block.path})"]
-            lines += [f"*{_md(line)}*  " if i == 0 else f"{_md(line)}  "
-                      for i, line in enumerate(block.caption)]
-            out.append("\n".join(lines))
-    return "\n\n".join(out) + "\n"
+    return "\n\n".join(_md_block(b) for b in blocks) + "\n"
 
 
 # ----------------------------------------------------------------------------- HTML
 
-_CSS = """
-body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2em auto;
-       max-width: 1200px; padding: 0 1em; color: #222; line-height: 1.45; }
-h1 { border-bottom: 2px solid #ccc; padding-bottom: .2em; }
-h2 { border-bottom: 1px solid #ddd; padding-bottom: .15em; margin-top: 2em; }
-.scroll { overflow-x: auto; margin: .8em 0; }
-table { border-collapse: collapse; font-size: 0.88em; }
-th, td { border: 1px solid #ccc; padding: .3em .55em; text-align: left; vertical-align: top; }
-th { background: #f0f3f6; }
-tr:nth-child(even) td { background: #fafbfc; }
-code, pre { background: #f4f4f4; border-radius: 3px; font-size: 0.9em; }
-code { padding: .05em .3em; }
-pre { padding: .6em; overflow-x: auto; }
-figure { margin: 1.2em 0 2em; }
-figure img { max-width: 100%; border: 1px solid #ddd; }
-figcaption { font-size: 0.88em; color: #444; }
-.note { font-size: 0.9em; color: #555; font-style: italic; }
-"""
+
+@lru_cache(maxsize=1)
+def _template() -> Any:
+    import jinja2
+
+    env = jinja2.Environment(loader=jinja2.PackageLoader("varcon.reporting", "templates"),
+                             autoescape=True, trim_blocks=True, lstrip_blocks=True,
+                             undefined=jinja2.StrictUndefined)
+    return env.get_template("report.html.j2")
 
 
-def _h(text: str) -> str:
-    return html.escape(str(text), quote=True)
+def _image_uri(block: Image, images: str) -> str:
+    if images == "link":
+        return urllib.parse.quote(block.path, safe="/")
+    return "data:image/png;base64," + base64.b64encode(block.data).decode("ascii")
 
 
 def to_html(blocks: list[Block], title: str,
@@ -139,37 +180,5 @@ def to_html(blocks: list[Block], title: str,
     ``"link"`` refers to each by its relative path (the page must stay beside its figures)."""
     if images not in ("inline", "link"):
         raise ValueError(f"images={images!r}; expected 'inline' or 'link'")
-    body: list[str] = []
-    for block in blocks:
-        if isinstance(block, Heading):
-            level = min(max(block.level, 1), 6)
-            body.append(f"<h{level}>{_h(block.text)}</h{level}>")
-        elif isinstance(block, Para):
-            cls = ' class="note"' if block.note else ""
-            body.append(f"<p{cls}>{_h(block.text)}</p>")
-        elif isinstance(block, Table):
-            head = "".join(f"<th>{_h(h)}</th>" for h in block.headers)
-            rows = "".join("<tr>" + "".join(f"<td>{_h(c)}</td>" for c in row) + "</tr>"
-                           for row in block.rows)
-            body.append(f'<div class="scroll"><table><thead><tr>{head}</tr></thead>'
-                        f"<tbody>{rows}</tbody></table></div>")
-        elif isinstance(block, Items):
-            items = "".join(
-                f"<li>{_h(text)}" + (f" <code>{_h(code)}</code>" if code else "") + "</li>"
-                for text, code in block.items)
-            body.append(f"<ul>{items}</ul>")
-        elif isinstance(block, Code):
-            body.append(f"<pre>{_h(block.text)}</pre>")
-        elif isinstance(block, Image):
-            if images == "link":
-                uri = urllib.parse.quote(block.path, safe="/")
-            else:
-                uri = "data:image/png;base64," + base64.b64encode(block.data).decode("ascii")
-            caption = "<br>".join(
-                (f"<strong>{_h(line)}</strong>" if i == 0 else _h(line))
-                for i, line in enumerate(block.caption))
-            body.append(f'<figure><img src="{_h(uri)}" alt="{_h(block.alt)}">'
-                        f"<figcaption>{caption}</figcaption></figure>")
-    return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-            f"<title>{_h(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
-            + "\n".join(body) + "\n</body>\n</html>\n")
+    return str(_template().render(title=title, blocks=blocks,
+                                  image_uri=lambda b: _image_uri(b, images)))

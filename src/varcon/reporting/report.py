@@ -106,6 +106,8 @@ class Column:
     decimals: int
     main: bool
     order: tuple[Any, ...]
+    headline: str = ""
+    better: str = "higher"
 
 
 def _run_values(run: Run) -> dict[Column, float]:
@@ -121,7 +123,8 @@ def _run_values(run: Run) -> dict[Column, float]:
                 value = number(col.value)
                 if value is not None:
                     values[Column(col.key, col.label, key, col.decimals, col.main,
-                                  (spec.report_order, rank, *col.order))] = value
+                                  (spec.report_order, rank, *col.order), col.headline,
+                                  col.better)] = value
     return values
 
 
@@ -260,14 +263,49 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "run"
 
 
-def _group_label(index: int, group: list[Run], names: dict[Path, str]) -> str:
-    config_names = {str(r.config.get("name")) for r in group if r.config.get("name")}
-    if len(config_names) == 1:
-        label = config_names.pop()
-    else:  # seeds usually carry their own names: the first one stands for the group
-        label = str(group[0].config.get("name") or names[group[0].path])
-        label += f" +{len(group) - 1}" if len(group) > 1 else ""
-    return f"G{index + 1} {label}"
+_SEED_SUFFIX = re.compile(r"([-_.]?(?:s|seed)[-_]?\d+)$")
+MAX_LABEL = 28  # characters of a group's label in the headline table and figure
+
+
+def _common_name(names: list[str]) -> str:
+    """``varcon`` for ``varcon-s0``, ``varcon-s1``: the names without their seed suffix when
+    that makes them one; else the first name with ``+k`` for the others."""
+    stems = {_SEED_SUFFIX.sub("", n) or n for n in names}
+    return stems.pop() if len(stems) == 1 else f"{names[0]} +{len(names) - 1}"
+
+
+def _group_labels(groups: list[list[Run]], names: dict[Path, str]) -> list[str]:
+    """``G<i> <name>`` per group: the common name of its runs' config names, or of their
+    directories' names where two groups would otherwise read alike (a run copied under a new
+    folder name keeps its config's name); at most :data:`MAX_LABEL` characters (the G-number
+    keeps labels unique)."""
+    by_config = [_common_name([str(r.config.get("name") or names[r.path]) for r in g])
+                 for g in groups]
+    by_folder = [_common_name([r.path.name for r in g]) for g in groups]
+    labels = []
+    for i, name in enumerate(by_config):
+        folder = by_folder[i]
+        if by_config.count(name) > 1 and by_folder.count(folder) == 1 and " +" not in folder:
+            name = folder
+        label = f"G{i + 1} {name}"
+        labels.append(label if len(label) <= MAX_LABEL else label[:MAX_LABEL - 1] + "…")
+    return labels
+
+
+def _find_baseline(baseline: str, labels: list[str], groups: list[list[Run]]) -> int:
+    """The index of the group ``baseline`` names: its label (``G2 supcon``), its number
+    (``G2``), its name (``supcon``) or its method when one group has it."""
+    wanted = baseline.strip()
+    for i, label in enumerate(labels):
+        number, _, name = label.partition(" ")
+        if wanted in (label, number, name):
+            return i
+    by_method = [i for i, g in enumerate(groups) if g[0].method == wanted]
+    if len(by_method) == 1:
+        return by_method[0]
+    choices = ", ".join(repr(label) for label in labels)
+    raise ValueError(f"--baseline {baseline!r} names no group of this report; give one of "
+                     f"{choices} (or just its G-number, e.g. 'G1')")
 
 
 def _short_json(value: Any, limit: int = 300) -> str:
@@ -405,67 +443,18 @@ def _load_runs(run_dirs: Sequence[str | os.PathLike[str]]) -> tuple[list[Run], l
     return runs, problems
 
 
-def build_report(run_dirs: Sequence[str | os.PathLike[str]], output_dir: str | os.PathLike[str],
-                 *, figures: Literal["groups", "all", "curves", "none"] = "groups",
-                 html_images: Literal["inline", "link"] = "inline") -> ReportResult:
-    """Write ``output_dir/report.md`` and ``output_dir/report.html`` comparing ``run_dirs``.
-
-    ``figures``: the groups' training curves and the figures of the first run of each group
-    (default), of every run, only the groups' training curves (``"curves"``), or none.
-    ``html_images``: inline the PNGs in the HTML (one self-contained file) or link them.
-    Figures are drawn with :func:`make_figures` where a run has none (or older ones than its
-    inputs). Nothing here exits the process: the caller decides what ``problems`` mean.
-    """
-    if figures not in ("groups", "all", "curves", "none"):
-        raise ValueError(f"figures={figures!r}; expected 'groups', 'all', 'curves' or 'none'")
-    if html_images not in ("inline", "link"):
-        raise ValueError(f"html_images={html_images!r}; expected 'inline' or 'link'")
-    out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    runs, problems = _load_runs(run_dirs)
-    warnings: list[str] = []
-    names = dict(zip([r.path for r in runs], _display_names([r.path for r in runs]),
-                     strict=True))
-    groups, differing = group_runs(runs)
-    labels = {}
-    for i, group in enumerate(groups):
-        for run in group:
-            labels[run.path] = _group_label(i, group, names)
-    by_col = {r.path: _run_values(r) for r in runs}
-    columns = _columns(list(by_col.values()))
-    values = {path: {c.key: v for c, v in cols.items()} for path, cols in by_col.items()}
-    main_cols = [c for c in columns if c.main]
-
-    blocks: list[render.Block] = [render.Heading(1, "VarCon runs report")]
-    blocks.append(render.Para(
-        f"{len(runs)} runs in {len(groups)} groups (runs that differ only in seed and "
-        "bookkeeping settings form a group). Cells: mean ± sample standard deviation over the "
-        "group's runs (– when n = 1; (n=k) when only k runs have the value). Accuracies in %, "
-        f"clustering scores (ARI, NMI) as fractions. \"{NOT_RUN}\": the evaluation has no "
-        "result file; its command is listed under the table."))
-    if runs:
-        headers = ["group", "method", *differing, "n runs (seeds)",
-                   *(c.label for c in main_cols)]
-        rows = []
-        for group in groups:
-            seeds = ", ".join(str(r.seed) for r in group)
-            rows.append([labels[group[0].path], group[0].method,
-                         *(_config_value(group[0], k) for k in differing),
-                         f"{len(group)} ({seeds})",
-                         *(_group_cell(group, values, c) for c in main_cols)])
-        blocks.append(render.Table(headers, rows))
-    else:
-        blocks.append(render.Para("No run could be read; see the problems below."))
-
+def _missing_evaluations(runs: list[Run], names: dict[Path, str]
+                         ) -> tuple[list[tuple[str, str | None]], bool, bool]:
+    """One line per evaluation (and per transfer target some run has): the runs that lack it
+    and its command, for RUN each of them (one run: its own command). Also whether a command
+    holds the RUN placeholder, and whether a RUN is the folder a run was trained in."""
     specs = report_protocols()
     targets = {spec.name: sorted({k.split(":", 1)[1] for r in runs for k in r.evals
                                   if k.startswith(f"{spec.name}:")})
                for spec in specs if spec.per_target}
-    # One line per evaluation (and per transfer target some run has): the runs that lack it
-    # and its command, for RUN each of them (one run: its own command).
     sources = {run.path: checkpoint_folder(run) for run in runs}
     missing: list[tuple[str, str | None]] = []
-    placeholder = elsewhere = False  # elsewhere: a RUN is the folder a run was trained in
+    placeholder = elsewhere = False
     for spec in specs:
         choices: list[str | None] = ([*targets[spec.name]] or [None]) if spec.per_target \
             else [None]
@@ -487,8 +476,160 @@ def build_report(run_dirs: Sequence[str | os.PathLike[str]], output_dir: str | o
                                               else "") for r in lacking)
             missing.append((f"{what} {NOT_RUN} for {len(lacking)} runs ({listed}):",
                             spec.command(_RUN, target)))
+    return missing, placeholder, elsewhere
+
+
+def _settings_rows(runs: list[Run], names: dict[Path, str]) -> list[list[str]]:
+    rows = []
+    for run in runs:
+        for key, env in run.evals.items():
+            class_names = env.get("class_names")
+            if isinstance(class_names, list):
+                shown = ", ".join(str(n) for n in class_names[:12])
+                classes = shown + (f", … ({len(class_names)} classes)"
+                                   if len(class_names) > 12 else "")
+            else:
+                classes = "–"
+            file = run.eval_files[key]
+            rel = file.relative_to(run.path) if file.is_relative_to(run.path) else file
+            rows.append([names[run.path], key, rel.as_posix(), str(env.get("features", "–")),
+                         str(env.get("eval_dataset", "–")), classes,
+                         _short_json(env.get("settings", {})),
+                         str(env.get("checkpoint", "–")), str(env.get("created", "–")),
+                         str(env.get("seconds", "–"))])
+    return rows
+
+
+def _headline_blocks(groups: list[list[Run]], labels: dict[Path, str], columns: list[Column],
+                     values: dict[Path, dict[str, float]], differing: list[str],
+                     baseline: int | None, output_dir: Path, figures: str,
+                     warnings: list[str]) -> list[render.Block]:
+    """The first screen: the headline table, the comparison with the baseline in words, the
+    groups' settings in one line each, and the headline figure."""
+    from .compare import group_colors
+    from .figures import PlotsNotInstalledError
+    from .headline import (
+        GroupValues,
+        comparison_lines,
+        headline_figure,
+        headline_table,
+        pick_headline,
+    )
+
+    present = [c for c in columns if not c.key.endswith(".none")]
+    metrics = pick_headline(present)
+    data = [GroupValues(labels[g[0].path], tuple((r.seed, values[r.path]) for r in g))
+            for g in groups]
+    blocks: list[render.Block] = []
+    if not metrics:
+        blocks.append(render.Para("No evaluation results yet: the commands that produce them "
+                                  "are listed under \"Evaluations not run\"."))
+    else:
+        blocks.append(headline_table(data, metrics, baseline))
+        names = "; ".join(f"{m.name}: {m.label}" for m in metrics)
+        blocks.append(render.Para(
+            f"Mean ± sample standard deviation over each group's seeds; the best mean of each "
+            f"column in bold. {names}. Accuracies in %, ARI as a fraction.", note=True))
+        if baseline is not None:
+            base = data[baseline].label
+            blocks.append(render.Para(
+                f"Second line: the difference from the baseline {base}, paired by seed, with "
+                "its 95% interval (t distribution over the seeds both groups have).",
+                note=True))
+    described = []
+    for group in groups:
+        settings = ", ".join(f"{k} = {_config_value(group[0], k)}" for k in differing)
+        described.append((f"{labels[group[0].path]}: method {group[0].method}"
+                          + (f", {settings}" if settings else "")
+                          + f"; {len(group)} run{'s' if len(group) > 1 else ''}", None))
+    blocks.append(render.Items(described))
+    if metrics and baseline is not None:
+        blocks.append(render.Heading(2, f"Against the baseline {data[baseline].label}"))
+        blocks.append(render.Items(comparison_lines(data, metrics, baseline)))
+        blocks.append(render.Para(
+            "Higher or lower: the 95% interval of the paired difference excludes 0 (two-sided "
+            "p < 0.05, t-test over seeds); with 2-3 seeds only a large and consistent "
+            "difference passes.", note=True))
+    if metrics and figures != "none":
+        try:
+            path = headline_figure(data, metrics, group_colors(len(groups)),
+                                   output_dir / "figures" / "headline.png")
+        except PlotsNotInstalledError as exc:
+            warnings.append(f"headline figure not drawn: {exc}")
+            path = None
+        if path is not None:
+            blocks.append(render.Image(
+                path=path.relative_to(output_dir).as_posix(), data=path.read_bytes(),
+                alt="headline metrics by group",
+                caption=["The headline metrics, every seed shown",
+                         "each dot one run (seed); black bar: the group's mean ± sample std; "
+                         "from: the eval/*.json files of every run"]))
+    return blocks
+
+
+def build_report(run_dirs: Sequence[str | os.PathLike[str]], output_dir: str | os.PathLike[str],
+                 *, figures: Literal["groups", "all", "curves", "none"] = "groups",
+                 html_images: Literal["inline", "link"] = "inline",
+                 baseline: str | None = None) -> ReportResult:
+    """Write ``output_dir/report.md`` and ``output_dir/report.html`` comparing ``run_dirs``.
+
+    The page opens with the headline table (at most 8 columns: group, seeds and one metric per
+    evaluation, best in bold) and the headline figure (every seed a dot); ``baseline`` (a
+    group's label, G-number, name or method) adds each group's paired difference from that
+    group with its 95% interval, and the verdicts in words. Then the groups' training curves,
+    the evaluations not run (one line per kind, with its command), and the details in
+    collapsible sections (all metrics, per-run values, settings, each run's figures).
+
+    ``figures``: the groups' training curves and the figures of the first run of each group
+    (default), of every run, only the groups' curves (``"curves"``), or none (no headline
+    figure either). ``html_images``: inline the PNGs in the HTML (one self-contained file) or
+    link them. Figures are drawn with :func:`make_figures` where a run has none (or older ones
+    than its inputs). Nothing here exits the process: the caller decides what ``problems``
+    mean; a ``baseline`` that names no group raises ``ValueError`` before anything is written.
+    """
+    if figures not in ("groups", "all", "curves", "none"):
+        raise ValueError(f"figures={figures!r}; expected 'groups', 'all', 'curves' or 'none'")
+    if html_images not in ("inline", "link"):
+        raise ValueError(f"html_images={html_images!r}; expected 'inline' or 'link'")
+    runs, problems = _load_runs(run_dirs)
+    names = dict(zip([r.path for r in runs], _display_names([r.path for r in runs]),
+                     strict=True))
+    groups, differing = group_runs(runs)
+    labels = {run.path: label for group, label in zip(groups, _group_labels(groups, names),
+                                                       strict=True) for run in group}
+    base = (None if baseline is None else
+            _find_baseline(baseline, [labels[g[0].path] for g in groups], groups))
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    warnings: list[str] = []
+    by_col = {r.path: _run_values(r) for r in runs}
+    columns = _columns(list(by_col.values()))
+    values = {path: {c.key: v for c, v in cols.items()} for path, cols in by_col.items()}
+
+    blocks: list[render.Block] = [render.Heading(1, "VarCon runs report")]
+    blocks.append(render.Para(
+        f"{len(runs)} runs in {len(groups)} groups: runs whose configs differ only in the seed "
+        "(and bookkeeping settings) form a group."))
+    if runs:
+        blocks += _headline_blocks(groups, labels, columns, values, differing, base, out,
+                                   figures, warnings)
+    else:
+        blocks.append(render.Para("No run could be read; see the problems below."))
+    if problems:
+        blocks.append(render.Heading(2, "Problems"))
+        blocks.append(render.Items([(p, None) for p in problems]))
+
+    if runs and figures != "none":
+        blocks.extend(_group_curve_blocks(groups, labels, out, warnings))
+
+    missing, placeholder, elsewhere = _missing_evaluations(runs, names)
     if missing:
         blocks.append(render.Heading(2, "Evaluations not run"))
+        blocks.append(render.Items(missing))
+        if placeholder:
+            blocks.append(render.Para(
+                f"{_RUN} in a command stands for each listed run's directory (see the groups "
+                "under Details).", note=True))
         if elsewhere:
             blocks.append(render.Para(
                 "Some of these folders hold results without a checkpoint (copied from where "
@@ -496,88 +637,54 @@ def build_report(run_dirs: Sequence[str | os.PathLike[str]], output_dir: str | o
                 "the folder each run was trained in (output_dir in its config.yaml), where the "
                 "checkpoint was written. Where that folder is gone, pre-train again with the "
                 "run's config.yaml.", note=True))
-        if placeholder:
-            blocks.append(render.Para(
-                f"{_RUN} in a command stands for each listed run's directory (see Groups).",
-                note=True))
-        blocks.append(render.Items(missing))
 
     figure_runs = ([] if figures in ("none", "curves") else
                    [g[0] for g in groups] if figures == "groups" else list(runs))
     figure_data = {}
     folders: set[str] = set()
     for run in figure_runs:
-        folder = base = _safe(names[run.path])
+        folder = stem = _safe(names[run.path])
         while folder in folders:  # two names that differ only in unsafe characters
-            folder = f"{base}_{len(folders)}"
+            folder = f"{stem}_{len(folders)}"
         folders.add(folder)
         figure_data[run.path] = _run_figures(run, names[run.path], folder, out, warnings)
 
-    if problems or warnings:
-        blocks.append(render.Heading(2, "Problems"))
-        if problems:
-            blocks.append(render.Items([(p, None) for p in problems]))
-        if warnings:
-            blocks.append(render.Para("Figure warnings:", note=True))
-            blocks.append(render.Items([(w, None) for w in warnings]))
-
     if runs:
-        blocks.append(render.Heading(2, "Groups"))
-        blocks.append(render.Table(
-            ["group", "method", "runs", "seeds", "directories"],
-            [[labels[g[0].path], g[0].method, ", ".join(names[r.path] for r in g),
-              ", ".join(str(r.seed) for r in g), ", ".join(str(r.path) for r in g)]
-             for g in groups]))
-        ignored = ", ".join(sorted(IGNORED_CONFIG_KEYS))
-        blocks.append(render.Para(f"Keys ignored when grouping: {ignored}.", note=True))
-
-        blocks.append(render.Heading(2, "All metrics by group"))
-        blocks.append(render.Table(
+        blocks.append(render.Heading(2, "Details"))
+        blocks.append(render.Details("All metrics by group", [render.Table(
             ["metric", *(labels[g[0].path] for g in groups)],
-            [[c.label, *(_group_cell(g, values, c) for g in groups)] for c in columns]))
-
-        blocks.append(render.Heading(2, "Per-run values"))
-        blocks.append(render.Table(
+            [[c.label, *(_group_cell(g, values, c) for g in groups)] for c in columns])]))
+        blocks.append(render.Details("Per-run values", [render.Table(
             ["metric", *(names[r.path] for r in runs)],
             [["group", *(labels[r.path] for r in runs)],
              ["seed", *(str(r.seed) for r in runs)],
              ["method", *(r.method for r in runs)],
-             *([c.label, *(_run_cell(r, values[r.path], c) for r in runs)] for c in columns)]))
-
-        blocks.append(render.Heading(2, "Evaluation settings"))
-        rows = []
-        for run in runs:
-            for key, env in run.evals.items():
-                class_names = env.get("class_names")
-                if isinstance(class_names, list):
-                    shown = ", ".join(str(n) for n in class_names[:12])
-                    classes = shown + (f", … ({len(class_names)} classes)"
-                                       if len(class_names) > 12 else "")
-                else:
-                    classes = "–"
-                file = run.eval_files[key]
-                rel = file.relative_to(run.path) if file.is_relative_to(run.path) else file
-                rows.append([names[run.path], key, rel.as_posix(), str(env.get("features", "–")),
-                             str(env.get("eval_dataset", "–")), classes,
-                             _short_json(env.get("settings", {})),
-                             str(env.get("checkpoint", "–")), str(env.get("created", "–")),
-                             str(env.get("seconds", "–"))])
-        blocks.append(render.Table(
+             *([c.label, *(_run_cell(r, values[r.path], c) for r in runs)] for c in columns)]
+        )]))
+        ignored = ", ".join(sorted(IGNORED_CONFIG_KEYS))
+        blocks.append(render.Details("Groups and their settings", [
+            render.Table(
+                ["group", "method", *differing, "runs", "seeds", "directories"],
+                [[labels[g[0].path], g[0].method, *(_config_value(g[0], k) for k in differing),
+                  ", ".join(names[r.path] for r in g), ", ".join(str(r.seed) for r in g),
+                  ", ".join(str(r.path) for r in g)] for g in groups]),
+            render.Para(f"Keys ignored when grouping: {ignored}.", note=True)]))
+        blocks.append(render.Details("Evaluation settings", [render.Table(
             ["run", "evaluation", "file", "features", "evaluated on", "classes", "settings",
-             "checkpoint", "created", "seconds"], rows))
-
-        if figures != "none":
-            blocks.extend(_group_curve_blocks(groups, labels, out, warnings))
-
+             "checkpoint", "created", "seconds"], _settings_rows(runs, names))]))
         if figure_runs:
-            blocks.append(render.Heading(2, "Figures"))
-            which = ("the first run of each group" if figures == "groups" else "every run")
-            blocks.append(render.Para(f"Figures of {which}; each caption names the files and "
-                                      "settings the figure was drawn from.", note=True))
+            which = "the first run of each group" if figures == "groups" else "every run"
+            inner: list[render.Block] = [render.Para(
+                f"Figures of {which}; each caption names the files and settings the figure "
+                "was drawn from.", note=True)]
             for run in figure_runs:
                 dest, manifest = figure_data[run.path]
-                blocks.extend(_figure_blocks(run, names[run.path], labels[run.path], dest,
-                                             manifest, out))
+                inner.extend(_figure_blocks(run, names[run.path], labels[run.path], dest,
+                                            manifest, out))
+            blocks.append(render.Details("Figures of each run", inner))
+        if warnings:
+            blocks.append(render.Details(f"Figure warnings ({len(warnings)})",
+                                         [render.Items([(w, None) for w in warnings])]))
 
     blocks.append(render.Para(f"Generated {time.strftime('%Y-%m-%d %H:%M:%S')} by varcon "
                               "report.", note=True))
@@ -586,4 +693,3 @@ def build_report(run_dirs: Sequence[str | os.PathLike[str]], output_dir: str | o
     atomic_write_text(html_path, render.to_html(blocks, "VarCon runs report", html_images))
     return ReportResult(markdown=md_path, html=html_path, problems=problems, warnings=warnings,
                         runs=[r.path for r in runs])
-
