@@ -8,6 +8,11 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # imported where used: the command line starts without them
+    from varcon.runtime.config import Config
+    from varcon.runtime.logger import RunLogger
 
 __all__ = ["main"]
 
@@ -181,24 +186,38 @@ def _evaluate(args: argparse.Namespace) -> int:
         _flatten("", results, rows)
         rows.append(("written to", out["output_dir"]))
         print(f"\n{args.command} ({out['eval_dataset']})\n" + _table(rows), flush=True)
-        if args.command == "cluster":
-            _cluster_figures(out["output_dir"])
+        # the results (and clustering's figures) join the run's experiment trackers
+        with _run_trackers(out["config"], args.checkpoint) as logger:
+            logger.log_evaluation(args.command, out["results"])
+            if args.command == "cluster":
+                logger.log_figures(_cluster_figures(out["output_dir"]))
     return 0
 
 
-def _cluster_figures(folder: str) -> None:
-    """The centroid similarity matrix and dendrogram as PNG, when matplotlib is there."""
+def _run_trackers(cfg: Config, checkpoint: str) -> RunLogger:
+    """The experiment trackers of the run that ``checkpoint`` (a run directory or a
+    checkpoint file in it) belongs to, continued (``train.loggers`` of ``cfg``)."""
+    from varcon.runtime.checkpoint import run_dir_of
+    from varcon.runtime.logger import RunLogger
+
+    return RunLogger.for_command(cfg, run_dir_of(checkpoint))
+
+
+def _cluster_figures(folder: str) -> list[Path]:
+    """The centroid similarity matrix and dendrogram as PNG, when matplotlib is there; returns
+    the files written."""
     from varcon.reporting import PlotsNotInstalledError, make_cluster_figures
 
     try:
         figures = make_cluster_figures(folder)
     except PlotsNotInstalledError as exc:
         print(f"note: no PNG figures: {exc}", flush=True)
-        return
+        return []
     for path in figures:
         print(f"  figure      {path}")
     for warning in figures.warnings:
         print(f"warning: {warning}", file=sys.stderr)
+    return list(figures)
 
 
 def _figures(args: argparse.Namespace) -> int:
@@ -221,7 +240,31 @@ def _figures(args: argparse.Namespace) -> int:
         print(f"skipped: {item}")
     for warning in written.warnings:
         print(f"warning: {warning}", file=sys.stderr)
+    _figures_to_trackers(run_dir, list(written))
     return 0
+
+
+def _figures_to_trackers(run_dir: Path, figures: list[Path]) -> None:
+    """Hand ``figures`` to the experiment trackers of the run's ``config.yaml``
+    (``train.loggers``). Figures are drawn from files alone, so a config that cannot be read
+    and a tracker that is not installed here only skip the trackers, with a warning."""
+    from varcon.runtime import config as C
+    from varcon.runtime.logger import RunLogger
+    from varcon.runtime.trackers import get_tracker, missing_package
+
+    if not figures or not (run_dir / "config.yaml").is_file():
+        return
+    try:
+        cfg = C.config_from_dict(C.read_yaml(run_dir / "config.yaml"), validate=False)
+        for name in cfg.train.loggers:
+            missing = missing_package(get_tracker(name))
+            if missing:
+                print(f"warning: figures not sent to {name}: {missing}", file=sys.stderr)
+    except ValueError as exc:  # an unreadable config, an unknown logger
+        print(f"warning: figures not sent to the experiment trackers: {exc}", file=sys.stderr)
+        return
+    with RunLogger.for_command(cfg, run_dir, installed_only=True) as logger:
+        logger.log_figures(figures)
 
 
 def _report(args: argparse.Namespace) -> int:

@@ -61,9 +61,17 @@ def _pretrain(cfg: Config, ctx: DistContext) -> dict[str, Any]:
     run = build_run_state(cfg, ctx)
     start_epoch, start_step = resume(run)
     model = wrap_for_training(run)
-    logger = RunLogger(run.run_dir, enabled=ctx.is_main)
-    if cfg.resume:  # records of epochs after the checkpoint are about to be trained again
-        logger.keep_epochs_up_to(start_epoch)
+    # metrics.jsonl and the trackers of train.loggers (rank 0), open through the evaluation
+    # that ends the run, so that its results reach the same tracker runs
+    with RunLogger.for_training(cfg, run.run_dir, ctx) as logger:
+        if cfg.resume:  # records of epochs after the checkpoint are about to be trained again
+            logger.keep_epochs_up_to(start_epoch)
+        return _train_and_evaluate(run, model, start_epoch, start_step, logger)
+
+
+def _train_and_evaluate(run: RunState, model: nn.Module, start_epoch: int, start_step: int,
+                        logger: RunLogger) -> dict[str, Any]:
+    cfg, ctx = run.cfg, run.ctx
     # Evaluation of this network (validation every train.eval_every epochs, then the final
     # kNN, clustering and probe): its splits are loaded once, on first use.
     evaluation = EvalSession.from_network(cfg, run.net, run.data, ctx, run.run_dir / "eval",
@@ -71,40 +79,37 @@ def _pretrain(cfg: Config, ctx: DistContext) -> dict[str, Any]:
     # the host reads the device every train.log_every steps (every 10 without logging)
     reader = StepReader(cfg.train.log_every or 10, cfg.train.max_nonfinite_steps, ctx.is_main)
     last_record: dict[str, Any] = {}
-    try:
-        with StopOnSignal() as stop:
-            for epoch in range(start_epoch, cfg.optim.epochs):
-                first_step = start_step if epoch == start_epoch else 0
-                record = train_one_epoch(run, model, epoch, first_step, stop, logger, reader)
-                if cfg.train.eval_every and (epoch + 1) % cfg.train.eval_every == 0:
-                    # validation during pre-training: the encoder as it is now, kNN on test
-                    record.update(online_knn(evaluation))
-                logger.log_epoch(record)
-                if ctx.is_main:  # signs of failure the method reads in its statistics
-                    for message in run.method.warnings(cfg, record):
-                        # explicit location: the message is about the run, not a code line
-                        warnings.warn_explicit(f"epoch {epoch + 1}: {message}",
-                                               TrainingWarning, "varcon pretrain", 0)
-                last_record = record
-                if ctx.is_main:
-                    print(format_epoch(record), flush=True)
-                path = run.save("last.pt", epoch + 1, 0)
-                if cfg.train.save_every and (epoch + 1) % cfg.train.save_every == 0:
-                    run.save(f"epoch_{epoch + 1}.pt", epoch + 1, 0)
-                barrier(ctx)
-                if _stop_now(stop, reader, ctx) and epoch + 1 < cfg.optim.epochs:
-                    raise TrainingInterrupted(
-                        f"received {stop.name}: saved {path} at the end of epoch {epoch + 1}; "
-                        f"continue with `varcon pretrain --resume {run.run_dir}`")
-    finally:
-        logger.close()
+    with StopOnSignal() as stop:
+        for epoch in range(start_epoch, cfg.optim.epochs):
+            first_step = start_step if epoch == start_epoch else 0
+            record = train_one_epoch(run, model, epoch, first_step, stop, logger, reader)
+            if cfg.train.eval_every and (epoch + 1) % cfg.train.eval_every == 0:
+                # validation during pre-training: the encoder as it is now, kNN on test
+                record.update(online_knn(evaluation))
+            logger.log_epoch(record)
+            if ctx.is_main:  # signs of failure the method reads in its statistics
+                for message in run.method.warnings(cfg, record):
+                    # explicit location: the message is about the run, not a code line
+                    warnings.warn_explicit(f"epoch {epoch + 1}: {message}",
+                                           TrainingWarning, "varcon pretrain", 0)
+            last_record = record
+            if ctx.is_main:
+                print(format_epoch(record), flush=True)
+            path = run.save("last.pt", epoch + 1, 0)
+            if cfg.train.save_every and (epoch + 1) % cfg.train.save_every == 0:
+                run.save(f"epoch_{epoch + 1}.pt", epoch + 1, 0)
+            barrier(ctx)
+            if _stop_now(stop, reader, ctx) and epoch + 1 < cfg.optim.epochs:
+                raise TrainingInterrupted(
+                    f"received {stop.name}: saved {path} at the end of epoch {epoch + 1}; "
+                    f"continue with `varcon pretrain --resume {run.run_dir}`")
 
     summary: dict[str, Any] = {"run_dir": str(run.run_dir), "epochs": cfg.optim.epochs,
                                "method": cfg.method, "dataset": cfg.data.dataset}
     # label-free diagnostics of the last epoch (self-supervised methods report them)
     summary.update({k: last_record[k] for k in LABEL_FREE_KEYS if k in last_record})
     if cfg.linear.run_after_pretrain:
-        summary.update(evaluate_after_pretrain(evaluation))
+        summary.update(evaluate_after_pretrain(evaluation, on_result=logger.log_evaluation))
     return summary
 
 

@@ -7,6 +7,7 @@ way: evaluation never imports the training loop).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,9 @@ def evaluate_checkpoint(
 
     ``options`` are the protocol's own command-line options by name (robustness:
     ``baseline=RUN_DIR``); ``None`` values are ignored. Returns ``{"results": ...,
-    "output_dir": ..., "protocol": ..., "eval_dataset": ...}`` (results on rank 0).
+    "output_dir": ..., "protocol": ..., "eval_dataset": ..., "config": ...}`` (results on
+    rank 0; ``config``: the :class:`~varcon.runtime.config.Config` evaluated with, the
+    checkpoint's own with ``overrides``).
     """
     spec = get_protocol(protocol)  # ValueError naming the protocols
     kwargs = spec.check_options(options)  # before any work
@@ -39,7 +42,7 @@ def evaluate_checkpoint(
         session.prepare_output()
         results = spec.run_function()(session, **kwargs)
         return {"protocol": protocol, "results": results, "output_dir": str(session.out_dir),
-                "eval_dataset": session.context()["eval_dataset"]}
+                "eval_dataset": session.context()["eval_dataset"], "config": session.cfg}
 
 
 NO_LABELS = (
@@ -50,11 +53,16 @@ NO_LABELS = (
     "the pseudo-class entropy and dead prototypes) are in RUN/metrics.jsonl")
 
 
-def evaluate_after_pretrain(session: EvalSession) -> dict[str, Any]:
+def evaluate_after_pretrain(
+    session: EvalSession,
+    on_result: Callable[[str, dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
     """kNN and clustering (when enabled) and the linear probe of a training run's network
     into ``session.out_dir``; the training split is encoded once for all three. Returns the
-    headline figures."""
+    headline figures. ``on_result(protocol, results)`` is called after each protocol with the
+    results it wrote (the training loop hands them to its experiment trackers)."""
     cfg = session.cfg
+    report = on_result or (lambda protocol, results: None)
     if not session.data.has_labels:
         if session.ctx.is_main:
             print(NO_LABELS, flush=True)
@@ -63,15 +71,19 @@ def evaluate_after_pretrain(session: EvalSession) -> dict[str, Any]:
     summary: dict[str, Any] = {}
     if cfg.knn.enabled:
         knn = run_knn(session)
+        report("knn", knn)
         for k, value in knn.get("top1", {}).items():
             summary[f"knn_top1@{k}"] = value
     if cfg.cluster.enabled:
-        scores = run_cluster(session).get("algorithms", {})
+        cluster = run_cluster(session)
+        report("cluster", cluster)
+        scores = cluster.get("algorithms", {})
         for algo, short in (("kmeans", "kmeans"), ("agglomerative_ward", "ward")):
             if algo in scores:
                 summary[f"{short}_nmi"] = scores[algo]["nmi"]
                 summary[f"{short}_ari"] = scores[algo]["ari"]
     linear = run_linear(session)
+    report("linear", linear)
     summary["linear_top1"] = linear["top1"]
     summary["linear_top5"] = linear["top5"]
     return summary

@@ -61,6 +61,7 @@ __all__ = [
     "ModelConfig",
     "OptimConfig",
     "RobustnessConfig",
+    "TrackingConfig",
     "TrainConfig",
     "apply_overrides",
     "config_from_dict",
@@ -432,10 +433,16 @@ class TrainConfig:
     # back-propagate chunk by chunk with the whole batch's cached embedding gradient: the same
     # step in less activation memory (varcon.engine.micro_batch). 0: the whole batch at once.
     micro_batch: int = 0
+    # experiment trackers (varcon.runtime.trackers): tensorboard | wandb | mlflow; their settings
+    # are the tracking section. metrics.jsonl is written whatever this lists ([]: only it).
+    loggers: list[str] = field(default_factory=lambda: ["tensorboard"])
 
     def problems(self, prefix: str = "train") -> list[str]:
-        """Counts and intervals (``micro_batch`` against the batch: :meth:`Config.problems`)."""
-        p: list[str] = []
+        """Counts and intervals (``micro_batch`` against the batch: :meth:`Config.problems`),
+        and the loggers: registered ones (:mod:`varcon.runtime.trackers`), installed."""
+        from varcon.runtime.trackers.registry import logger_problems
+
+        p: list[str] = logger_problems(self.loggers, f"{prefix}.loggers")
         for key in ("save_every", "tau2_every", "log_every", "max_steps_per_epoch",
                     "eval_every"):
             if getattr(self, key) < 0:
@@ -447,6 +454,25 @@ class TrainConfig:
             p.append(f"{prefix}.max_nonfinite_steps: must be >= 1, got "
                      f"{self.max_nonfinite_steps}")
         return p
+
+
+@dataclass
+class TrackingConfig:
+    """Settings of the experiment trackers that ``train.loggers`` turns on (docs/training.md,
+    "Experiment trackers"). Unset values fall back to the tools' environment variables."""
+
+    run_name: str | None = None  # W&B / MLflow run name; None: the run directory's name
+    wandb_project: str | None = None  # None: $WANDB_PROJECT, else "varcon"
+    wandb_entity: str | None = None  # W&B user or team; None: $WANDB_ENTITY, else your default
+    # None: $MLFLOW_TRACKING_URI, else a file store in the run directory (file:RUN_DIR/mlruns)
+    mlflow_tracking_uri: str | None = None
+    mlflow_experiment: str | None = None  # None: $MLFLOW_EXPERIMENT_NAME, else "varcon"
+
+    def problems(self, prefix: str = "tracking") -> list[str]:
+        """Names that are given must not be blank."""
+        return [f"{prefix}.{f.name}: give a name, or null for the default; got {value!r}"
+                for f in dataclasses.fields(self)
+                if isinstance(value := getattr(self, f.name), str) and not value.strip()]
 
 
 @dataclass
@@ -621,6 +647,7 @@ class Config:
     ssl: SSLConfig = field(default_factory=SSLConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
     linear: LinearConfig = field(default_factory=LinearConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)

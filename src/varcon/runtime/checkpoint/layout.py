@@ -9,6 +9,7 @@
       metrics.jsonl            one record per epoch
       tau2/epoch_K.npy         per-sample tau2 every ``train.tau2_every`` epochs (VarCon)
       tensorboard/             scalars
+      trackers.json            W&B and MLflow run ids (``train.loggers``: runtime/trackers)
       eval/                    evaluation results (``varcon linear|knn|...`` default here)
 
 Every function that maps a path a user gives (a run directory or a checkpoint file) to a
