@@ -266,8 +266,10 @@ def test_figures_drawn_when_absent_or_reported_when_matplotlib_is_missing(
 def test_group_runs_ignores_bookkeeping_only(tmp_path: Path) -> None:
     a = load_run(write_run(tmp_path / "a", seed=0, evals=(), arrays=False, tau2_epochs=None))
     b = load_run(write_run(tmp_path / "b", seed=5, evals=(), arrays=False, tau2_epochs=None,
-                           overrides={"train": {"device": "cuda", "progress": "off"},
-                                      "data": {"num_workers": 16}}))
+                           overrides={"train": {"device": "cuda", "progress": "off",
+                                                "loggers": ["tensorboard", "mlflow"]},
+                                      "data": {"num_workers": 16},
+                                      "tracking": {"run_name": "b", "mlflow_experiment": "e"}}))
     c = load_run(write_run(tmp_path / "c", seed=0, evals=(), arrays=False, tau2_epochs=None,
                            overrides={"optim": {"lr": 0.1}}))
     groups, differing = group_runs([a, b, c])

@@ -52,6 +52,13 @@ IGNORED_CONFIG_KEYS: frozenset[str] = frozenset({
     "data.cache",
     "data.cache_dir",
     "data.download",
+    # experiment trackers: where the numbers are sent, not what they are
+    "train.loggers",
+    "tracking.run_name",
+    "tracking.wandb_project",
+    "tracking.wandb_entity",
+    "tracking.mlflow_tracking_uri",
+    "tracking.mlflow_experiment",
 })
 
 # Older runs kept these results in the run directory itself (eval/ is preferred).
