@@ -124,12 +124,14 @@ for phase in $PHASES; do
   esac
 done
 
-# report PHASE FIGURES OWN... [-- SHARED...]: one report per question, over the runs of it that
-# have results, written once one of the phase's OWN runs has (the SHARED main runs alone answer
-# nothing). PNG files are linked from the HTML, not inlined: the reports are committed.
+# report PHASE FIGURES BASELINE OWN... [-- SHARED...]: one report per question, over the runs of
+# it that have results, written once one of the phase's OWN runs has (the SHARED main runs alone
+# answer nothing); BASELINE: the group the others are compared with, paired by seed ("-": none,
+# for single-seed questions). PNG files are linked from the HTML, not inlined: the reports are
+# committed.
 report() {
-  local phase="$1" figures="$2" dirs=() own=0 shared=0 run
-  shift 2
+  local phase="$1" figures="$2" baseline="$3" dirs=() own=0 shared=0 run
+  shift 3
   for run in "$@"; do
     if [ "$run" = "--" ]; then shared=1; continue; fi
     [ -d "$RESULTS/$run" ] || continue
@@ -137,16 +139,18 @@ report() {
     [ "$shared" = 1 ] || own=1
   done
   [ "$own" = 1 ] || return 0
+  local compare=()
+  [ "$baseline" = "-" ] || compare=(--baseline "$baseline")
   varcon report "${dirs[@]}" --output "$REPORT/report/$phase" --figures "$figures" \
-    --html-images link > /dev/null
+    --html-images link "${compare[@]}" > /dev/null
 }
 
 log "reports"
-report main groups {varcon,supcon,ce}-s{0,1,2}
-report epsilon curves varcon-eps0-s{0,1} -- varcon-s{0,1}
-report batch curves {varcon,supcon}-{b64,b512}-s0 -- {varcon,supcon}-s0
-report augment curves {varcon,supcon}-{autoaugment,randaugment}-s0 -- {varcon,supcon}-s0
-report novel curves {varcon,supcon,ce}-novel-s0
+report main groups supcon {varcon,supcon,ce}-s{0,1,2}
+report epsilon curves varcon varcon-eps0-s{0,1} -- varcon-s{0,1}
+report batch curves - {varcon,supcon}-{b64,b512}-s0 -- {varcon,supcon}-s0
+report augment curves - {varcon,supcon}-{autoaugment,randaugment}-s0 -- {varcon,supcon}-s0
+report novel curves - {varcon,supcon,ce}-novel-s0
 python benchmarks/accuracy/claims.py "$RESULTS" --json "$REPORT/claims.json" \
   --figure "$REPORT/ablations.png" > "$REPORT/claims.md"
 log "queue finished"
