@@ -182,7 +182,8 @@ def test_page_order_and_collapsible_details(compared: dict[str, Any]) -> None:
              marks.index("h2 Evaluations not run"), marks.index("h2 Details"),
              marks.index("details")]
     assert order == sorted(order)
-    assert marks.index("h2 Against the baseline G1 a-long-experiment-name") < order[1]
+    # the comparison in words follows the figure: table and figure make the first screen
+    assert order[1] < marks.index("h2 Against the baseline G1 a-long-experiment-name") < order[2]
     assert page.summaries[:4] == ["All metrics by group", "Per-run values",
                                   "Groups and their settings", "Evaluation settings"]
     # figures="curves": no per-run figures, so no such section

@@ -205,7 +205,7 @@ def headline_figure(groups: Sequence[GroupValues], metrics: Sequence[HeadlineMet
     cols = min(3, len(drawn))
     rows = -(-len(drawn) // cols)
     width = max(3.6, 0.55 * len(groups) + 1.8)
-    fig = figure_cls(figsize=(width * cols, 3.2 * rows))
+    fig = figure_cls(figsize=(width * cols, 2.8 * rows))
     canvas_cls(fig)
     for p, metric in enumerate(drawn):
         ax = fig.add_subplot(rows, cols, p + 1)

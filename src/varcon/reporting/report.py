@@ -504,8 +504,8 @@ def _headline_blocks(groups: list[list[Run]], labels: dict[Path, str], columns: 
                      values: dict[Path, dict[str, float]], differing: list[str],
                      baseline: int | None, output_dir: Path, figures: str,
                      warnings: list[str]) -> list[render.Block]:
-    """The first screen: the headline table, the comparison with the baseline in words, the
-    groups' settings in one line each, and the headline figure."""
+    """The first screen: the headline table, the groups' settings in one line each, the
+    headline figure, then the comparison with the baseline in words."""
     from .compare import group_colors
     from .figures import PlotsNotInstalledError
     from .headline import (
@@ -543,13 +543,6 @@ def _headline_blocks(groups: list[list[Run]], labels: dict[Path, str], columns: 
                           + (f", {settings}" if settings else "")
                           + f"; {len(group)} run{'s' if len(group) > 1 else ''}", None))
     blocks.append(render.Items(described))
-    if metrics and baseline is not None:
-        blocks.append(render.Heading(2, f"Against the baseline {data[baseline].label}"))
-        blocks.append(render.Items(comparison_lines(data, metrics, baseline)))
-        blocks.append(render.Para(
-            "Higher or lower: the 95% interval of the paired difference excludes 0 (two-sided "
-            "p < 0.05, t-test over seeds); with 2-3 seeds only a large and consistent "
-            "difference passes.", note=True))
     if metrics and figures != "none":
         try:
             path = headline_figure(data, metrics, group_colors(len(groups)),
@@ -564,6 +557,13 @@ def _headline_blocks(groups: list[list[Run]], labels: dict[Path, str], columns: 
                 caption=["The headline metrics, every seed shown",
                          "each dot one run (seed); black bar: the group's mean ± sample std; "
                          "from: the eval/*.json files of every run"]))
+    if metrics and baseline is not None:
+        blocks.append(render.Heading(2, f"Against the baseline {data[baseline].label}"))
+        blocks.append(render.Items(comparison_lines(data, metrics, baseline)))
+        blocks.append(render.Para(
+            "Higher or lower: the 95% interval of the paired difference excludes 0 (two-sided "
+            "p < 0.05, t-test over seeds); with 2-3 seeds only a large and consistent "
+            "difference passes.", note=True))
     return blocks
 
 
