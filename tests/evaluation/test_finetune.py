@@ -53,7 +53,8 @@ def test_finetune_trains_and_writes_its_result(run, capsys):
     settings = record["settings"]
     assert settings["epochs"] == 3 and settings["lr"] == 0.2
     assert settings["encoder_lr_scale"] == 0.1 and settings["encoder_lr"] == pytest.approx(0.02)
-    assert settings["augment"] == "linear" and settings["schedule"] == "cosine"
+    assert settings["augment"] == "eval"  # the digits config's: no mirrored digits
+    assert settings["schedule"] == "cosine" and settings["head_init"] == "probe"
     results = record["results"]
     losses = results["history"]["train_loss"]
     assert len(losses) == 3 and losses[-1] < losses[0]  # it trains

@@ -138,8 +138,10 @@ def test_non_finite_loss_stops_with_the_setting_to_lower(run, tmp_path):
 
 
 def test_finetune_divergence_is_a_clean_error(run, capsys):
+    # a random head: no probe is trained (and written into run/eval) first
     code, _, err = run_cli(capsys, "finetune", "--checkpoint", run, "finetune.epochs=2",
-                           "finetune.lr=.inf", "finetune.warmup_epochs=0", *EVAL)
+                           "finetune.lr=.inf", "finetune.warmup_epochs=0",
+                           "finetune.head_init=scratch", *EVAL)
     assert code != 0
     assert_clean_error(err, "finetune loss is", "lower finetune.lr (now inf)",
                        "finetune.encoder_lr_scale")

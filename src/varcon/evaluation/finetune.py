@@ -15,8 +15,7 @@ so ``FinetuneModel(encoder, probe)`` in eval mode gives the probe's logits befor
     logits_0(x) = W_probe @ encoder(x) + b_probe
 
 A random head (``head_init=scratch``) sends large, random gradients into the pre-trained
-encoder while it learns; a trained one does not. ``finetune.head_epochs`` adds a head-only
-phase (encoder frozen, in eval mode) before end-to-end training.
+encoder while it learns; a trained one does not.
 
 SGD with momentum and weight decay, a linear warm-up + cosine schedule per step, and two rates:
 
@@ -219,11 +218,9 @@ def train_finetune(session: EvalSession, head: nn.Linear | None = None
     training split, as ``cfg.finetune`` says.
 
     ``head``: where the head starts (e.g. :func:`initial_head`'s); ``None`` builds it as
-    ``finetune.head_init`` says. With ``finetune.head_epochs`` the head first trains alone
-    (encoder frozen, eval mode) at ``finetune.lr``. Returns the model (eval mode) and the
-    history ``{"train_loss": [...], "train_top1": [...]}``, one entry per end-to-end epoch
-    over every process's images (``head_train_loss``/``head_train_top1`` for the head-only
-    epochs).
+    ``finetune.head_init`` says. Returns the model (eval mode) and the history
+    ``{"train_loss": [...], "train_top1": [...]}``, one entry per epoch over every process's
+    images.
     """
     cfg, ctx, fc = session.cfg, session.ctx, session.cfg.finetune
     encoder = session.net.encoder
@@ -232,18 +229,7 @@ def train_finetune(session: EvalSession, head: nn.Linear | None = None
     model = FinetuneModel(encoder, head)
     if ctx.distributed and cfg.model.sync_batchnorm:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    model = model.to(ctx.device)
-    amp_dtype = autocast_dtype(cfg.train.amp, ctx.device)
-    per_rank = max(fc.batch_size // ctx.world_size, 1)
-    # Full batches when there are enough images: a BatchNorm step on a 1-image remainder
-    # would be noisy (or fail, for BatchNorm1d layers).
-    drop_last = len(session.data.dataset) >= per_rank * ctx.world_size
-    history: dict[str, list[float]] = {}
-    if fc.head_epochs:
-        history.update({f"head_{k}": v for k, v in
-                        _train_head_only(session, model, amp_dtype).items()})
-
-    model.train()
+    model = model.to(ctx.device).train()
     wrapped: nn.Module = model
     if ctx.distributed:
         device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
@@ -251,40 +237,18 @@ def train_finetune(session: EvalSession, head: nn.Linear | None = None
 
     optimizer = torch.optim.SGD(finetune_param_groups(model, fc), lr=fc.lr,
                                 momentum=fc.momentum, weight_decay=fc.weight_decay)
+    per_rank = max(fc.batch_size // ctx.world_size, 1)
     settings = AugmentedTraining(
         epochs=fc.epochs, batch_size=fc.batch_size, lr=fc.lr, warmup_epochs=fc.warmup_epochs,
         augment=fc.augment, seed=cfg.seed + 2, desc="finetune",
         lr_hint=f"lower finetune.lr (now {fc.lr}) or finetune.encoder_lr_scale",
-        drop_last=drop_last)
-    history.update(train_on_augmented_images(session, wrapped, optimizer, settings,
-                                             amp_dtype=amp_dtype, error=FinetuneDiverged))
+        # Full batches when there are enough images: a BatchNorm step on a 1-image remainder
+        # would be noisy (or fail, for BatchNorm1d layers).
+        drop_last=len(session.data.dataset) >= per_rank * ctx.world_size)
+    history = train_on_augmented_images(session, wrapped, optimizer, settings,
+                                        amp_dtype=autocast_dtype(cfg.train.amp, ctx.device),
+                                        error=FinetuneDiverged)
     return model.eval(), history
-
-
-def _train_head_only(session: EvalSession, model: FinetuneModel,
-                     amp_dtype: torch.dtype | None) -> dict[str, list[float]]:
-    """``finetune.head_epochs`` epochs of the head alone on augmented images: the encoder in
-    eval mode without gradients (as the probe reads it), SGD at ``finetune.lr`` with the
-    fine-tuning momentum and weight decay, cosine over these epochs (DDP over processes)."""
-    cfg, ctx, fc = session.cfg, session.ctx, session.cfg.finetune
-    model.encoder.eval()
-    head: nn.Module = model.head
-    if ctx.distributed:
-        head = DistributedDataParallel(model.head)
-
-    def forward(images: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            feats = model.encoder(images).float()
-        return head(feats)
-
-    optimizer = torch.optim.SGD(model.head.parameters(), lr=fc.lr, momentum=fc.momentum,
-                                weight_decay=fc.weight_decay)
-    settings = AugmentedTraining(
-        epochs=fc.head_epochs, batch_size=fc.batch_size, lr=fc.lr, warmup_epochs=0,
-        augment=fc.augment, seed=cfg.seed + 3, desc="finetune head",
-        lr_hint=f"lower finetune.lr (now {fc.lr})")
-    return train_on_augmented_images(session, forward, optimizer, settings,
-                                      amp_dtype=amp_dtype, error=FinetuneDiverged)
 
 
 def run_finetune(session: EvalSession, *, name: str = "finetune") -> dict[str, Any]:
@@ -323,7 +287,7 @@ def run_finetune(session: EvalSession, *, name: str = "finetune") -> dict[str, A
                     "encoder_lr_scale": fc.encoder_lr_scale, "momentum": fc.momentum,
                     "weight_decay": fc.weight_decay, "warmup_epochs": fc.warmup_epochs,
                     "augment": fc.augment, "schedule": "cosine", "seed": session.cfg.seed + 2,
-                    "head_epochs": fc.head_epochs, **init,
+                    **init,
                     "world_size": session.ctx.world_size}
         save_array(session.out_dir / f"{name}_confusion.npy", confusion)
         write_result(session.out_dir, "finetune", name=name, results=result, settings=settings,

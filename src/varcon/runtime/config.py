@@ -507,14 +507,10 @@ class FinetuneConfig:
     # probe: the head starts as <output>/linear_probe.pt (trained first when missing; LP-FT);
     # scratch: a new, randomly initialised head
     head_init: Literal["probe", "scratch"] = "probe"
-    head_epochs: int = 0  # head-only epochs (encoder frozen) before end-to-end training
 
     def problems(self, prefix: str = "finetune") -> list[str]:
-        """Epochs, batch, the two rates, momentum, weight decay, warm-up, head epochs."""
+        """Epochs, batch, the two rates, momentum, weight decay and warm-up."""
         p = _run_length_problems(prefix, self.epochs, self.batch_size, self.lr)
-        if self.head_epochs < 0:
-            p.append(f"{prefix}.head_epochs: must be >= 0 (0: no head-only phase), got "
-                     f"{self.head_epochs}")
         if not self.encoder_lr_scale > 0:
             p.append(f"{prefix}.encoder_lr_scale: must be > 0 (the encoder's rate is "
                      f"{prefix}.lr times it; for a frozen encoder use varcon linear), got "
