@@ -131,6 +131,16 @@ def test_a_probe_for_other_classes_or_features_is_refused(tmp_path):
     assert probe_mismatches(state, in_dim=8, class_names=NAMES, eval_dataset="shapes") == []
 
 
+def test_a_file_that_is_not_a_probe_is_refused_by_name(tmp_path):
+    session = _session(tmp_path, _encoder())
+    (tmp_path / "linear_probe.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ProbeMismatch, match=r"cannot start the head from .*linear_probe\.pt"):
+        initial_head(session)
+    torch.save({"weight": torch.zeros(4, 8)}, tmp_path / "linear_probe.pt")
+    with pytest.raises(ProbeMismatch, match="not a linear probe saved by `varcon linear`"):
+        initial_head(session)
+
+
 # ------------------------------------------------------------------ the command, on a run
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> Path:

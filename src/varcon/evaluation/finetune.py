@@ -22,9 +22,10 @@ SGD with momentum and weight decay, a linear warm-up + cosine schedule per step,
     lr_head(t)    = lr(t)
     lr_encoder(t) = lr(t) * encoder_lr_scale          (default 0.1)
 
-so the pre-trained features move slower than the new head. The training split is augmented
-with ``finetune.augment`` (default ``linear``: random resized crop + flip, the probe's). The
-encoder trains in train mode (BatchNorm statistics update). Top-1/top-5 are reported on the
+so the pre-trained features move slower than the head. The training split is augmented
+with ``finetune.augment`` (default ``linear``, the augmented probe's: random crop with padding
++ flip up to 64 px, random resized crop + flip above). The encoder trains in train mode
+(BatchNorm statistics update). Top-1/top-5 are reported on the
 test split after the last epoch, with the per-epoch training loss and accuracy.
 
 Under ``torchrun`` the model is wrapped in DDP (each rank a shard of every global batch of
@@ -34,6 +35,7 @@ runs under bf16 autocast unless ``train.amp=off`` (fp16 with a gradient scaler w
 
 from __future__ import annotations
 
+import pickle
 import time
 from pathlib import Path
 from typing import Any
@@ -153,12 +155,17 @@ def _probe_top1(path: Path, state: dict[str, Any]) -> float | None:
     return float(top1) if same and isinstance(top1, (int, float)) else None
 
 
-def _read_probe(path: Path) -> dict[str, Any] | None:
-    """The state of the probe at ``path`` with its recorded ``top1``, or ``None`` when there
-    is no file; a file that is not a probe is an error naming it."""
+def _read_probe(path: Path) -> dict[str, Any] | str | None:
+    """The state of the probe at ``path`` with its recorded ``top1``, ``None`` when there is
+    no file, or the error message when the file is not a probe (returned, not raised, so that
+    rank 0 can hand it to every rank)."""
     if not path.is_file():
         return None
-    _, state = load_probe(path)  # ValueError: not a probe saved by `varcon linear`
+    try:
+        _, state = load_probe(path)
+    except (ValueError, OSError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
+        return (f"cannot start the head from {path}: {exc}; remove it, or choose another "
+                "--output-dir or finetune.head_init=scratch")
     state["recorded_top1"] = _probe_top1(path, state)
     return state
 
@@ -197,6 +204,8 @@ def initial_head(session: EvalSession) -> tuple[nn.Linear, dict[str, Any]]:
         return head, {"head_init": "probe", "probe": str(path),
                       "probe_checkpoint": session.checkpoint, "probe_top1": result["top1"],
                       "probe_trained_now": True}
+    if isinstance(state, str):
+        raise ProbeMismatch(state)
     assert isinstance(state, dict)
     problems = probe_mismatches(state, in_dim=out_dim, class_names=session.class_names,
                                 eval_dataset=session.context()["eval_dataset"])
