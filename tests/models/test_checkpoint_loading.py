@@ -47,7 +47,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, nn.Module]:
     run = tmp_path_factory.mktemp("ckpt") / "run"
     kept: list[nn.Module] = []
 
-    def keep(session):
+    def keep(session, **options):  # options: what the engine passes on (on_result)
         kept.append(copy.deepcopy(session.net).eval())
         return {}
 
