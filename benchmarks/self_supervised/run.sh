@@ -26,7 +26,10 @@ RUNS="${RUNS:-runs/self_supervised}"
 RESULTS="${RESULTS:-benchmarks/self_supervised/results}"
 PHASES="${PHASES:-main semi ablate}"
 SEEDS="${SEEDS:-0 1 2}"
-SEMI_SEEDS="${SEMI_SEEDS:-0 1}"
+# The few-label comparison uses seeds 1 and 2: seed 0's label-free encoders were trained in an
+# earlier session whose checkpoints are gone (results/ keeps no checkpoints), and the 10% probe
+# needs one.
+SEMI_SEEDS="${SEMI_SEEDS:-1 2}"
 # Supervised varcon on the labelled 10% (1,000 images, 3 full batches an epoch) gets the
 # steps of the others (20 epochs x 39 batches): 260 epochs, 13 of warm-up.
 SUP_EPOCHS="${SUP_EPOCHS:-260}"
@@ -55,6 +58,10 @@ VARCON_SSL=(method=varcon_ssl loss.temperature=0.1 loss.epsilon=0.02 ssl.num_pro
 pretrain() {
   local run="$1"; shift
   if [ -f "$run/eval/linear.json" ]; then return 0; fi
+  if [ ! -d "$run" ] && [ -f "$RESULTS/$(basename "$run")/eval/linear.json" ]; then
+    log "done $run (its results are in $RESULTS; a fresh checkout holds no runs/)"
+    return 0
+  fi
   local start=$SECONDS
   if [ -f "$run/checkpoints/last.pt" ]; then
     log "resume $run"
@@ -78,8 +85,19 @@ probe_with_fraction() {
     data.labeled_fraction=0.1 > /dev/null
 }
 
+# probe_if_semi_seed RUN SEED: the 10% probe of a label-free encoder, right after its
+# pre-training while its checkpoint is here (a later session may not have it).
+probe_if_semi_seed() {
+  local run="$1" seed="$2"
+  case " $SEMI_SEEDS " in *" $seed "*) ;; *) return 0 ;; esac
+  if [ -f "$run/checkpoints/last.pt" ] && [ -f "$run/eval/linear.json" ]; then
+    probe_with_fraction "$run"
+  fi
+}
+
 copy_ssl_results() {
   local run="$1"
+  [ -d "$run" ] || return 0  # finished in an earlier checkout: results/ has it already
   copy_results "$run"
   if [ -d "$run/eval-labeled10" ]; then
     mkdir -p "$RESULTS/$(basename "$run")/eval-labeled10"
@@ -93,9 +111,11 @@ for phase in $PHASES; do
       for seed in $SEEDS; do
         run="$RUNS/simclr-s$seed"
         pretrain "$run" name=simclr "seed=$seed" "${SIMCLR[@]}"
+        probe_if_semi_seed "$run" "$seed"
         copy_ssl_results "$run"
         run="$RUNS/varcon_ssl-s$seed"
         pretrain "$run" name=varcon_ssl "seed=$seed" "${VARCON_SSL[@]}" data.labels=none
+        probe_if_semi_seed "$run" "$seed"
         copy_ssl_results "$run"
       done ;;
     semi)
@@ -109,11 +129,12 @@ for phase in $PHASES; do
           "optim.epochs=$SUP_EPOCHS" "optim.warmup_epochs=$SUP_WARMUP" train.eval_every=26 \
           train.tau2_every=26
         copy_ssl_results "$run"
-        # the label-free encoders of this seed, probed with the same 10% of the labels
+        # the label-free encoders of this seed, probed with the same 10% of the labels (done in
+        # the main phase already when their checkpoints were here)
         for name in varcon_ssl simclr; do
           run="$RUNS/$name-s$seed"
-          if [ -f "$run/checkpoints/last.pt" ] && [ -f "$run/eval/linear.json" ]; then
-            probe_with_fraction "$run"
+          if [ ! -f "$run/eval-labeled10/linear.json" ]; then
+            probe_if_semi_seed "$run" "$seed"
             copy_ssl_results "$run"
           fi
         done
