@@ -19,7 +19,10 @@ pytestmark = pytest.mark.slow
 
 SCRIPT = textwrap.dedent(
     """
-    import os, signal, sys
+    import faulthandler, os, pathlib, signal, sys
+    import torch.distributed as dist
+    # a hang shows where each rank waits (stderr, which the test prints on a timeout)
+    faulthandler.dump_traceback_later(int(os.environ["HANG_DUMP_S"]), exit=False)
     from torch import nn
     from torchvision.ops import StochasticDepth
     import varcon.engine.pretrain as P
@@ -46,8 +49,12 @@ SCRIPT = textwrap.dedent(
     data = read_yaml(resolve_config_path("digits"))
     reference = os.environ.get("REFERENCE_DIR")
     if reference:  # the uninterrupted run first, in the same launch (one torchrun fewer)
+        # one process group for both runs: pretrain uses a group that is open and leaves it
+        # open (re-opening the default group in one launch can read the closed one's address)
+        dist.init_process_group("gloo")
         P.pretrain(config_from_dict(apply_overrides(
             data, [*sys.argv[1:], f"output_dir={reference}"])))
+        assert dist.is_initialized(), "pretrain closed a process group it did not open"
 
     stop_at = int(os.environ.get("STOP_AT", "0"))
     real_step, steps = P.train_step, [0]
@@ -63,7 +70,8 @@ SCRIPT = textwrap.dedent(
     cfg = config_from_dict(apply_overrides(data, sys.argv[1:]))
     try:
         P.pretrain(cfg)
-    except TrainingInterrupted:
+    except TrainingInterrupted:  # torchrun exits 1 on any failure: a marker tells this one
+        pathlib.Path(cfg.output_dir, f"interrupted-rank{os.environ['RANK']}").touch()
         sys.exit(3)
     """
 )
@@ -75,15 +83,27 @@ COMMON = [
 ]
 
 
+TIMEOUT_S = 300  # the launch takes 20-70 s on 2 cores
+
+
+def _text(out: bytes | str | None) -> str:
+    return out.decode(errors="replace") if isinstance(out, bytes) else (out or "")
+
+
 def torchrun(tmp_path, *args, stop_at=0, expect=0, reference=None):
     script = tmp_path / "train_script.py"
     script.write_text(SCRIPT)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "STOP_AT": str(stop_at),
-           "REFERENCE_DIR": str(reference or "")}
-    proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-         str(script), *args], capture_output=True, text=True, timeout=600, env=env,
-    )
+           "REFERENCE_DIR": str(reference or ""), "HANG_DUMP_S": str(TIMEOUT_S - 30)}
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "torch.distributed.run", "--standalone",
+             "--nproc_per_node=2", str(script), *args],
+            capture_output=True, text=True, timeout=TIMEOUT_S, env=env,
+        )
+    except subprocess.TimeoutExpired as e:  # the ranks' stacks, dumped 30 s before
+        pytest.fail(f"torchrun hung for {TIMEOUT_S} s; stdout:\n{_text(e.stdout)[-3000:]}\n"
+                    f"stderr (stacks):\n{_text(e.stderr)[-12000:]}")
     assert proc.returncode == expect, proc.stdout[-3000:] + proc.stderr[-5000:]
     return proc
 
@@ -92,7 +112,11 @@ def test_two_process_sigterm_and_resume_equals_uninterrupted_with_stochastic_dep
     whole, parts = tmp_path / "whole", tmp_path / "parts"
     # signalled after the 5th step (epoch 2, batch 0): with several processes the ranks agree
     # at the next read of the device (every train.log_every=3 steps: global step 6)
-    torchrun(tmp_path, f"output_dir={parts}", *COMMON, stop_at=5, expect=1, reference=whole)
+    proc = torchrun(tmp_path, f"output_dir={parts}", *COMMON, stop_at=5, expect=1,
+                    reference=whole)
+    # both ranks stopped on the signal (exit 1 alone could be any failure)
+    assert sorted(p.name for p in parts.glob("interrupted-rank*")) == [
+        "interrupted-rank0", "interrupted-rank1"], proc.stdout[-3000:] + proc.stderr[-5000:]
     interrupted = torch.load(parts / "checkpoints" / "last.pt", weights_only=True)
     assert (interrupted["epoch"], interrupted["step_in_epoch"]) == (1, 3)
     assert len(interrupted["rng_per_rank"]) == 2

@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import math
 import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from typing import Any, Protocol
 
 from .._atomic import atomic_path
 from . import render
+from .render import fmt_number, fmt_signed
 from .stats import PairedDifference, paired_difference
 
 __all__ = ["MAX_HEADLINE", "GroupValues", "HeadlineMetric", "comparison_lines",
@@ -89,17 +89,9 @@ def pick_headline(columns: Sequence[ColumnLike], limit: int = MAX_HEADLINE) -> l
     return list(picked.values())[:limit]
 
 
-def _fmt(value: float, decimals: int) -> str:
-    return f"{value:.{decimals}f}" if math.isfinite(value) else str(value)
-
-
-def _signed(value: float, decimals: int) -> str:
-    return f"{value:+.{decimals}f}" if math.isfinite(value) else str(value)
-
-
 def _summary(values: list[float], decimals: int) -> str:
-    mean = _fmt(statistics.fmean(values), decimals)
-    return f"{mean} ± {_fmt(statistics.stdev(values), decimals)}" if len(values) > 1 else mean
+    mean = fmt_number(statistics.fmean(values), decimals)
+    return f"{mean} ± {fmt_number(statistics.stdev(values), decimals)}" if len(values) > 1 else mean
 
 
 def _best(groups: Sequence[GroupValues], metric: HeadlineMetric) -> set[int]:
@@ -118,9 +110,9 @@ def difference_text(diff: PairedDifference, decimals: int) -> str:
     if diff.n == 0:
         return "no paired seeds"
     if diff.n < 2:
-        return f"{_signed(diff.mean, decimals)} (1 seed)"
-    return (f"{_signed(diff.mean, decimals)} "
-            f"[{_signed(diff.low, decimals)}, {_signed(diff.high, decimals)}]")
+        return f"{fmt_signed(diff.mean, decimals)} (1 seed)"
+    return (f"{fmt_signed(diff.mean, decimals)} "
+            f"[{fmt_signed(diff.low, decimals)}, {fmt_signed(diff.high, decimals)}]")
 
 
 def headline_table(groups: Sequence[GroupValues], metrics: Sequence[HeadlineMetric],
@@ -171,8 +163,9 @@ def comparison_lines(groups: Sequence[GroupValues], metrics: Sequence[HeadlineMe
             diff = paired_difference(group.by_seed(m.key), base.by_seed(m.key))
             if diff.direction in ("higher", "lower"):
                 found[diff.direction].append(
-                    f"{m.name} ({_signed(diff.mean, m.decimals)} [{_signed(diff.low, m.decimals)}"
-                    f", {_signed(diff.high, m.decimals)}], p = {diff.p_two_sided:.3f})")
+                    f"{m.name} ({fmt_signed(diff.mean, m.decimals)} "
+                    f"[{fmt_signed(diff.low, m.decimals)}, {fmt_signed(diff.high, m.decimals)}], "
+                    f"p = {diff.p_two_sided:.3f})")
             else:
                 found[diff.direction].append(m.name)
             seeds.update(diff.seeds)

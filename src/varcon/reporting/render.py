@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import html
+import math
 import urllib.parse
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from functools import lru_cache
 from typing import Any, ClassVar, Literal
 
 __all__ = ["Block", "Cell", "Code", "Details", "Heading", "Image", "Items", "Para", "Table",
-           "to_html", "to_markdown"]
+           "fmt_number", "fmt_signed", "to_html", "to_markdown"]
 
 
 @dataclass
@@ -96,6 +97,16 @@ Block = Heading | Para | Table | Items | Code | Image | Details
 
 
 # ----------------------------------------------------------------------------- Markdown
+
+
+def fmt_number(value: float, decimals: int) -> str:
+    """``value`` with ``decimals`` decimals; ``nan``/``inf`` as Python spells them."""
+    return f"{value:.{decimals}f}" if math.isfinite(value) else str(value)
+
+
+def fmt_signed(value: float, decimals: int) -> str:
+    """:func:`fmt_number` with its sign always shown (``+1.20``), as differences are."""
+    return f"{value:+.{decimals}f}" if math.isfinite(value) else str(value)
 
 
 def _md(text: str) -> str:

@@ -13,7 +13,6 @@ files. A directory that is not a run is named in
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 import statistics
@@ -28,6 +27,7 @@ from varcon.evaluation.registry import get_protocol
 
 from . import render
 from .figures import MANIFEST_NAME, PlotsNotInstalledError, make_figures, read_manifest
+from .render import fmt_number
 from .runs import (
     IGNORED_CONFIG_KEYS,
     NotARunError,
@@ -215,15 +215,11 @@ def _config_value(run: Run, key: str) -> str:
 # ----------------------------------------------------------------------------- formatting
 
 
-def _fmt(value: float, decimals: int) -> str:
-    return f"{value:.{decimals}f}" if math.isfinite(value) else str(value)
-
-
 def _mean_std(values: list[float], decimals: int) -> str:
     """``mean ± sample std``; std is "–" for a single value."""
     mean = statistics.fmean(values)
-    std = _fmt(statistics.stdev(values), decimals) if len(values) > 1 else "–"
-    return f"{_fmt(mean, decimals)} ± {std}"
+    std = fmt_number(statistics.stdev(values), decimals) if len(values) > 1 else "–"
+    return f"{fmt_number(mean, decimals)} ± {std}"
 
 
 def _group_cell(group: list[Run], values: dict[Path, dict[str, float]], col: Column) -> str:
@@ -238,7 +234,7 @@ def _group_cell(group: list[Run], values: dict[Path, dict[str, float]], col: Col
 
 def _run_cell(run: Run, values: dict[str, float], col: Column) -> str:
     if col.key in values:
-        return _fmt(values[col.key], col.decimals)
+        return fmt_number(values[col.key], col.decimals)
     return NOT_RUN if not _has_eval(run, col.eval_key) else NOT_REPORTED
 
 

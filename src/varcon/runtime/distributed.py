@@ -3,6 +3,12 @@
 ``torchrun`` sets RANK / WORLD_SIZE / LOCAL_RANK (and the rendezvous address, single-
 or multi-node); a plain ``python -m varcon`` has none of them and runs as a single
 process without a process group. The backend is NCCL on CUDA and gloo on CPU.
+
+A process group that already exists (a user's script that called ``init_process_group``
+before ``varcon.pretrain``) is used as it is and left open: :func:`teardown` closes only the
+group :func:`setup_distributed` opened. Closing and re-opening the default group within one
+torchrun launch is unreliable (the rendezvous store still holds the closed group's addresses:
+gloo's ``connectFullMesh`` can read them and fail with "Connection refused").
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ class DistContext:
     world_size: int
     local_rank: int
     device: torch.device
+    owns_group: bool = False  # setup_distributed opened the process group: teardown closes it
 
     @property
     def is_main(self) -> bool:
@@ -55,19 +62,23 @@ def _pick_device(requested: str, local_rank: int) -> torch.device:
 
 
 def setup_distributed(requested_device: str = "auto") -> DistContext:
-    """Initialise the process group when launched by torchrun; pick the device."""
+    """Initialise the process group when launched by torchrun (unless one is open already);
+    pick the device."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     device = _pick_device(requested_device, local_rank)
+    owns_group = False
     if world_size > 1 and not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
         if device.type == "cuda":
             torch.cuda.set_device(device)
         dist.init_process_group(backend=backend, timeout=timedelta(minutes=30))
+        owns_group = True
     if dist.is_initialized():
         rank, world_size = dist.get_rank(), dist.get_world_size()
-    return DistContext(rank=rank, world_size=world_size, local_rank=local_rank, device=device)
+    return DistContext(rank=rank, world_size=world_size, local_rank=local_rank, device=device,
+                       owns_group=owns_group)
 
 
 def barrier(ctx: DistContext) -> None:
@@ -152,5 +163,6 @@ def gather_strided(ctx: DistContext, shards: Sequence[torch.Tensor], total: int,
 
 
 def teardown(ctx: DistContext) -> None:
-    if ctx.distributed and dist.is_initialized():
+    """Close the process group if :func:`setup_distributed` opened it (a caller's stays)."""
+    if ctx.owns_group and dist.is_initialized():
         dist.destroy_process_group()
