@@ -135,6 +135,8 @@ class TensorImageDataset(Dataset):
         self.images = images
         self.targets = targets
         self.info = info
+        # the image files the rows were decoded from, where known (an imagefolder cache)
+        self.paths: PathArray | None = None
 
     def __len__(self) -> int:
         return len(self.images)
@@ -710,6 +712,7 @@ def _load_imagefolder(root: str | os.PathLike | None, split: str, image_size: in
                   f"{hashlib.sha256(str(root_p).encode()).hexdigest()[:8]}-{split}-")
         file = cdir / f"{prefix}{key}.pt"
         images = targets = None
+        kept = paths  # the files the cache's rows come from
         if file.is_file():
             try:
                 blob = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
@@ -740,6 +743,7 @@ def _load_imagefolder(root: str | os.PathLike | None, split: str, image_size: in
                 )
             images = torch.stack([r for _, r, _ in good])
             targets = torch.tensor([t for _, _, t in good], dtype=torch.long)
+            kept = [p for p, _, _ in good]
             blob = {"key": key, "images": images, "targets": targets}
             with atomic_path(file) as tmp:
                 torch.save(blob, tmp)
@@ -751,6 +755,8 @@ def _load_imagefolder(root: str | os.PathLike | None, split: str, image_size: in
                            int(images.shape[2]), *_imagenet_stats(int(images.shape[1])))
         ds = TensorImageDataset(images, targets, info)
         ds.cache_file = file  # type: ignore[attr-defined]
+        if len(kept) == len(ds):  # (a cache read back after skipped files: rows unknown)
+            ds.paths = PathArray(kept)
 
     if stats == "compute":
         stats_dir = _cache_dir(root_p, cache_dir)

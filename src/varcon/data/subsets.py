@@ -19,7 +19,7 @@ from varcon._text import shorten
 
 from .datasets import DatasetInfo
 
-__all__ = ["ClassSubset", "resolve_classes", "select_classes", "take_per_class"]
+__all__ = ["ClassSubset", "item_paths", "resolve_classes", "select_classes", "take_per_class"]
 
 
 def resolve_classes(
@@ -71,6 +71,19 @@ class ClassSubset(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         image, _ = self.dataset[int(self.indices[index])]
         return image, int(self.targets[index])
+
+
+def item_paths(dataset: Any) -> list[str] | None:
+    """The image file of each item of ``dataset`` (``[len(dataset)]``), through the class
+    subsets taken of it; None when its items do not come from files (digits, CIFAR's
+    arrays) or a wrapper hides which file an item is (rotations, channel orders)."""
+    if isinstance(dataset, ClassSubset):
+        inner = item_paths(dataset.dataset)
+        return None if inner is None else [inner[int(i)] for i in dataset.indices]
+    paths = getattr(dataset, "paths", None)
+    if paths is None or len(paths) != len(dataset):
+        return None
+    return [str(p) for p in paths]
 
 
 def _targets(dataset: Any) -> torch.Tensor:

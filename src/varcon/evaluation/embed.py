@@ -50,9 +50,9 @@ from torch.utils.data import Dataset
 
 from varcon._atomic import atomic_path
 from varcon._text import shorten
-from varcon.data import ImageFileDataset, decode_image_file
+from varcon.data import decode_image_file
 from varcon.data.datasets import PathArray
-from varcon.data.subsets import ClassSubset
+from varcon.data.subsets import item_paths
 from varcon.runtime.checkpoint import load_trained
 from varcon.runtime.config import Config, apply_overrides, config_from_dict
 from varcon.runtime.data import build_split
@@ -186,14 +186,6 @@ def _scan_folder(root: Path) -> _Input:
                   class_names=None)
 
 
-def _paths_of(dataset: Any) -> list[str] | None:
-    if isinstance(dataset, ImageFileDataset):
-        return [str(p) for p in dataset.paths]
-    if isinstance(dataset, ClassSubset) and isinstance(dataset.dataset, ImageFileDataset):
-        return [str(dataset.dataset.paths[int(i)]) for i in dataset.indices]
-    return None
-
-
 def _parse_dataset_input(text: str) -> tuple[str, str] | None:
     name, _, split = text.partition(":")
     if name not in DATASET_INPUTS:
@@ -227,7 +219,7 @@ def _dataset_input(cfg: Config, name: str, split: str, ctx: DistContext | None =
     label = f"{cfg.data.dataset} {split}"
     if cfg.data.root and cfg.data.dataset == "imagefolder":
         label = f"imagefolder {Path(cfg.data.root).name} {split}"
-    return _Input(label=label, kind="dataset", size=len(dataset), paths=_paths_of(dataset),
+    return _Input(label=label, kind="dataset", size=len(dataset), paths=item_paths(dataset),
                   labels=labels, class_names=list(info.class_names), dataset=dataset,
                   split=split, name=cfg.data.dataset)
 

@@ -187,6 +187,9 @@ class DataConfig:
     # Only a seeded class-balanced fraction of the training images keeps its label (for
     # pre-training and for evaluation: kNN bank, probe); the rest count as unlabelled.
     labeled_fraction: float | None = None
+    # Or exactly the images a text file names (one per line: class/file.jpg under the training
+    # folder, or an absolute path; # starts a comment): imagefolder data only.
+    labeled_list: str | None = None
 
     def problems(self, prefix: str = "data") -> list[str]:
         """This section's impossible values (the batch composition against ``optim`` and
@@ -255,6 +258,9 @@ class DataConfig:
         if f is not None and not 0 < f <= 1:
             p.append(f"{prefix}.labeled_fraction: a fraction in (0, 1] of the training images "
                      f"that keep their label (e.g. 0.1), or null for all; got {f}")
+        if f is not None and self.labeled_list is not None:
+            p.append(f"{prefix}.labeled_fraction and {prefix}.labeled_list both choose the "
+                     "labeled images: set one of them")
         try:  # varcon.data.variants owns the rule (its message names data.rotations)
             check_variants(self.rotations, self.channel_orders)
         except ValueError as exc:
@@ -740,14 +746,16 @@ class Config:
 
 
 def _label_problems(cfg: Config, use: str) -> list[str]:
-    """``data.labels``, ``data.labeled_fraction``, the sampler and the ``ssl`` section against
+    """``data.labels``, ``data.labeled_fraction``/``labeled_list``, the sampler and the ``ssl``
+    section against
     what the method does with labels (``MethodSpec.labels``)."""
     p: list[str] = []
     d = cfg.data
     if d.labels == "none" and use == "required":
         p.append(f"data.labels=none: method={cfg.method} is supervised and needs the labels; "
                  "use method=simclr or method=varcon_ssl, or data.labels=use")
-    if d.sampler == "class_balanced" and (use != "required" or d.labeled_fraction is not None):
+    partial = d.labeled_fraction is not None or d.labeled_list is not None
+    if d.sampler == "class_balanced" and (use != "required" or partial):
         p.append(f"data.sampler=class_balanced builds batches from the labels, which "
                  f"method={cfg.method} with these data settings does not have for every "
                  "image: use data.sampler=random")

@@ -9,9 +9,9 @@ from typing import Any
 import torch
 
 from varcon.data import build_dataset, build_transform
-from varcon.data.labels import labeled_mask, partial_labels
+from varcon.data.labels import labeled_mask, listed_mask, partial_labels, read_labeled_list
 from varcon.data.sampling import ClassBalancedBatchSampler, EpochBatchSampler
-from varcon.data.subsets import ClassSubset, select_classes, take_per_class
+from varcon.data.subsets import ClassSubset, item_paths, select_classes, take_per_class
 from varcon.data.variants import add_variants
 
 from .config import Config
@@ -88,18 +88,32 @@ def _channels(values: list[float] | None, default: tuple[float, ...],
 
 def _split_by_labels(cfg: Config, full: Any) -> tuple[Any, Any, torch.Tensor | None]:
     """(labelled images, what pre-training reads, its labels or None) for ``data.labels``,
-    ``data.labeled_fraction`` and what the method does with labels."""
+    ``data.labeled_fraction`` or ``data.labeled_list``, and what the method does with
+    labels."""
     from varcon.methods import get_method
 
     use = get_method(cfg.method).labels
+    d = cfg.data
     targets = getattr(full, "targets", None)
-    if targets is None and use == "required" and cfg.data.labeled_fraction is None:
+    if (targets is None and use == "required" and d.labeled_fraction is None
+            and d.labeled_list is None):
         return full, full, None  # a dataset without .targets: every image has its label
     if targets is None:
         raise ValueError(f"{type(full).__name__} has no .targets (a LongTensor of its labels, "
                          "-1 for none): self- and semi-supervised training needs it")
     targets = torch.as_tensor(targets, dtype=torch.long)
-    mask = labeled_mask(targets, cfg.data.labeled_fraction, seed=cfg.seed)
+    if d.labeled_list is not None:
+        paths = item_paths(full)
+        if paths is None:
+            variants = (" with data.rotations/channel_orders"
+                        if d.rotations * d.channel_orders > 1 else "")
+            raise ValueError(
+                f"data.labeled_list names image files, and data.dataset={d.dataset}{variants} "
+                "does not say which file an image is: use data.dataset=imagefolder, or "
+                "data.labeled_fraction")
+        mask = listed_mask(paths, read_labeled_list(d.labeled_list), targets)
+    else:
+        mask = labeled_mask(targets, d.labeled_fraction, seed=cfg.seed)
     labeled = full
     if not bool(mask.all()):
         kept = torch.nonzero(mask).reshape(-1)
