@@ -14,6 +14,7 @@ SCRIPT = textwrap.dedent(
     """
     import os, sys
     import torch
+    import torch.distributed as dist
     import varcon.engine.pretrain as P
     import varcon.engine.state as S
     from varcon.runtime.config import apply_overrides, config_from_dict, read_yaml
@@ -28,11 +29,17 @@ SCRIPT = textwrap.dedent(
         return net
 
     S.build_network_from_spec = capture  # keep a handle on each rank's network
-    out = sys.argv[1]
+    # several runs in one launch, separated by "--" (OUT OVERRIDES... -- OUT OVERRIDES...):
+    # one process group for all, which pretrain uses and leaves open
+    dist.init_process_group("gloo")
     data = read_yaml(resolve_config_path("digits"))
-    cfg = config_from_dict(apply_overrides(data, sys.argv[2:]))
-    P.pretrain(cfg)
-    torch.save(built[0].state_dict(), os.path.join(out, f"rank{os.environ['RANK']}.pt"))
+    runs = " ".join(sys.argv[1:]).split(" -- ")
+    for run in runs:
+        out, *overrides = run.split()
+        built.clear()
+        P.pretrain(config_from_dict(apply_overrides(data, overrides)))
+        torch.save(built[0].state_dict(), os.path.join(out, f"rank{os.environ['RANK']}.pt"))
+    dist.destroy_process_group()
     """
 )
 
@@ -42,36 +49,49 @@ COMMON = [
 ]
 
 
-def torchrun(tmp_path, name, *overrides):
+def torchrun(tmp_path, runs: dict[str, tuple[str, ...]]):
+    """One launch that trains each of ``runs`` (name -> overrides) in turn; returns each run's
+    folder (rank0.pt, rank1.pt, run/) by name, and the launch's output."""
     script = tmp_path / "train_script.py"
     script.write_text(SCRIPT)
-    out = tmp_path / name
-    out.mkdir()
+    args: list[str] = []
+    for name, overrides in runs.items():
+        out = tmp_path / name
+        out.mkdir()
+        args += [*(["--"] if args else []), str(out), f"output_dir={out / 'run'}", *COMMON,
+                 *overrides]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-         str(script), str(out), f"output_dir={out / 'run'}", *COMMON, *overrides],
+         str(script), *args],
         capture_output=True, text=True, timeout=600, env=env,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
-    return out, proc
+    return {name: tmp_path / name for name in runs}, proc
 
 
 def _load(path):
     return torch.load(path, weights_only=True)
 
 
-# the exact-gradient run both tests read (one torchrun launch instead of two)
-EXACT_LR_02 = ("loss.gradient_scale=exact", "optim.lr=0.2", "optim.weight_decay=0.001")
+# the runs both tests read, in one torchrun launch: the exact gradient (lr 0.2, wd 0.001), the
+# authors' per-rank gradient with the same lr and wd, and the exact gradient with lr / W and
+# wd x W (W = 2 processes)
+RUNS = {
+    "exact_same_lr": ("loss.gradient_scale=exact", "optim.lr=0.2", "optim.weight_decay=0.001"),
+    "per_rank": ("loss.gradient_scale=per_rank", "optim.lr=0.2", "optim.weight_decay=0.001"),
+    "exact": ("loss.gradient_scale=exact", "optim.lr=0.1", "optim.weight_decay=0.002"),
+}
 
 
 @pytest.fixture(scope="module")
-def exact_run(tmp_path_factory):
-    return torchrun(tmp_path_factory.mktemp("ddp"), "exact_same_lr", *EXACT_LR_02)
+def launch(tmp_path_factory):
+    return torchrun(tmp_path_factory.mktemp("ddp"), RUNS)
 
 
-def test_two_processes_stay_in_sync_and_rank0_writes(exact_run):
-    out, proc = exact_run
+def test_two_processes_stay_in_sync_and_rank0_writes(launch):
+    outs, proc = launch
+    out = outs["exact_same_lr"]
     r0, r1 = _load(out / "rank0.pt"), _load(out / "rank1.pt")
     for key in r0:
         if r0[key].is_floating_point() and "running" not in key:
@@ -81,19 +101,17 @@ def test_two_processes_stay_in_sync_and_rank0_writes(exact_run):
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
     ckpt = _load(run / "checkpoints" / "last.pt")
     assert all(torch.equal(ckpt["model"][k], r0[k]) for k in r0)
-    # only rank 0 prints epoch summaries
-    assert proc.stdout.count("epoch 2 |") == 1
+    # only rank 0 prints epoch summaries (one per run)
+    assert proc.stdout.count("epoch 2 |") == len(RUNS)
 
 
-def test_per_rank_gradient_scale_matches_rescaled_exact(tmp_path, exact_run):
+def test_per_rank_gradient_scale_matches_rescaled_exact(launch):
     """Authors' behaviour (1/W gradient) with lr, wd == exact gradient with lr/W, wd*W."""
-    a, _ = torchrun(tmp_path, "per_rank", "loss.gradient_scale=per_rank",
-                    "optim.lr=0.2", "optim.weight_decay=0.001")
-    b, _ = torchrun(tmp_path, "exact", "loss.gradient_scale=exact",
-                    "optim.lr=0.1", "optim.weight_decay=0.002")
-    c, _ = exact_run  # exact gradient with the same lr and wd as the per-rank run
-    wa, wb, wc = (_load(x / "rank0.pt") for x in (a, b, c))
+    outs, _ = launch
+    wa, wb, wc = (_load(outs[name] / "rank0.pt") for name in ("per_rank", "exact",
+                                                             "exact_same_lr"))
     float_keys = [k for k in wa if wa[k].is_floating_point()]
     for k in float_keys:
         torch.testing.assert_close(wa[k], wb[k], rtol=1e-6, atol=1e-7)
+    # and differs from the exact gradient with the same lr and wd
     assert any(not torch.allclose(wa[k], wc[k]) for k in float_keys)
