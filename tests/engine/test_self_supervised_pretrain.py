@@ -94,6 +94,26 @@ def test_varcon_ssl_resumes_its_prototypes_bit_exactly_and_a_healthy_run_warns_n
             assert torch.equal(resumed[part][key], last[part][key]), (part, key)
 
 
+def test_a_queue_lets_prototypes_outnumber_a_steps_rows_and_resumes_bit_exactly(tmp_path):
+    # K = 80 > 64 rows a step (batch 32 x 2 views), balanced with 64 queued rows
+    queue = ["method=varcon_ssl", "data.labels=none", "ssl.num_prototypes=80",
+             "ssl.queue_length=64"]
+    pretrain(digits_config(tmp_path, *queue, name="a"))
+    last = load_checkpoint(tmp_path / "a")
+    assert int(last["loss"]["queue_filled"]) == 64 and last["loss"]["queue"].shape == (64, 128)
+    assert torch.isfinite(last["loss"]["queue"]).all()
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    ckpts = tmp_path / "b" / "checkpoints"
+    shutil.copy(ckpts / "epoch_1.pt", ckpts / "last.pt")
+    cfg = digits_config(tmp_path, *queue, name="b")
+    cfg.resume = str(tmp_path / "b")
+    pretrain(cfg)
+    resumed = load_checkpoint(tmp_path / "b")
+    for part in ("model", "loss"):
+        for key in last[part]:
+            assert torch.equal(resumed[part][key], last[part][key]), (part, key)
+
+
 def test_labeled_fraction_labels_a_seeded_tenth_for_varcon_ssl_and_trains_varcon_on_it(
         tmp_path, monkeypatch):
     seen = record_labels(monkeypatch)
@@ -208,6 +228,11 @@ def test_an_empty_folder_is_an_error_that_shows_both_layouts(tmp_path):
         (["method=simclr", "data.sampler=class_balanced", "data.samples_per_class=4"],
          "data.sampler=class_balanced builds batches from the labels"),
         (["data.labeled_fraction=0"], r"data.labeled_fraction: a fraction in \(0, 1\]"),
+        (["method=varcon_ssl", "ssl.num_prototypes=100", "optim.batch_size=32",
+          "ssl.queue_length=20"],
+         r"exceeds the 64 embeddings .* plus ssl.queue_length=20 queued\).*<= 84.*"
+         r"ssl.queue_length >= 36"),
+        (["method=varcon_ssl", "ssl.queue_length=-1"], r"ssl.queue_length.*int >= 0"),
     ],
 )
 def test_bad_self_supervised_settings_are_rejected_before_work(tmp_path, overrides, match):

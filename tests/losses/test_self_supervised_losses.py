@@ -98,6 +98,21 @@ def test_sinkhorn_in_log_space_survives_a_tiny_epsilon_that_overflows_exp():
     torch.testing.assert_close(log_q.exp().sum(1), torch.ones(16))
 
 
+def test_sinkhorn_row_mask_leaves_rows_out_exactly():
+    g = torch.Generator().manual_seed(2)
+    scores = torch.randn(12, 5, generator=g, dtype=torch.float64) * 2
+    mask = torch.tensor([False, True] * 3 + [True] * 6)
+    masked = sinkhorn_log(scores, 4, row_mask=mask)
+    assert torch.isneginf(masked[~mask]).all()
+    # the kept rows get what Sinkhorn gives them alone (the balance counts 9 rows, not 12)
+    torch.testing.assert_close(masked[mask], sinkhorn_log(scores[mask], 4))
+    # an all-True mask is no mask
+    torch.testing.assert_close(sinkhorn_log(scores, 4, row_mask=torch.ones(12, dtype=torch.bool)),
+                               sinkhorn_log(scores, 4))
+    with pytest.raises(ValueError, match="row_mask must be a bool"):
+        sinkhorn_log(scores, 3, row_mask=torch.ones(11, dtype=torch.bool))
+
+
 # ------------------------------------------------------------------ pseudo-class term
 
 
@@ -177,6 +192,58 @@ def test_swapped_targets_take_the_other_views_codes_and_the_labels():
     assert target[1].tolist() == [0, 0, 1] and target[6].tolist() == [1, 0, 0]
     assert assignment[1] == 2 and assignment[6] == 0
     torch.testing.assert_close(target[0], (codes[1] + codes[2]) / 2)  # unlabelled: unchanged
+
+
+def test_a_queue_is_balanced_with_the_batch_and_only_its_filled_rows_count():
+    z = _views(4, seed=12)  # 8 rows
+    g = torch.Generator().manual_seed(13)
+    w = F.normalize(torch.randn(10, 8, generator=g, dtype=torch.float64), dim=1)  # K = 10 > 8
+    queue = F.normalize(torch.randn(6, 8, generator=g, dtype=torch.float64), dim=1)
+    target, assignment = swapped_targets(z, w, 2, sinkhorn_epsilon=0.5, queue=queue)
+    both = torch.cat([queue, z])
+    codes = sinkhorn_log((both @ w.t()).float() / 0.5, 3).exp()[6:]  # the batch's 8 codes
+    torch.testing.assert_close(target[0], codes[1])
+    torch.testing.assert_close(target[1], codes[0])
+    assert torch.equal(assignment, codes.argmax(1))
+    # rows of the queue not filled yet are left out: two filled rows are the queue
+    mask = torch.tensor([True, True, False, False, False, False])
+    partial, _ = swapped_targets(z, w, 2, sinkhorn_epsilon=0.5, queue=queue, queue_mask=mask)
+    two, _ = swapped_targets(z, w, 2, sinkhorn_epsilon=0.5, queue=queue[:2])
+    torch.testing.assert_close(partial, two)
+    # K may exceed N by the queue's length, not more
+    loss = varcon_ssl_loss(z, w, 2, queue=queue)
+    assert torch.isfinite(loss)
+    varcon_ssl_loss(z, w, 2, queue=queue[:2])  # K = N + Q
+    with pytest.raises(ValueError, match=r"exceeds the 9 embeddings a step balances \(8 of "
+                                         r"the global batch x views and 1 queued\)"):
+        varcon_ssl_loss(z, w, 2, queue=queue[:1])
+    with pytest.raises(ValueError, match=r"queue_length >= 2"):
+        varcon_ssl_loss(z, w, 2)
+
+
+def test_module_queue_keeps_the_newest_rows_first_and_restores_with_its_state():
+    loss_fn = VarConSSLLoss(10, embedding_dim=8, queue_length=12)
+    assert set(loss_fn.state_dict()) == {"prototypes", "last_won", "steps", "queue",
+                                         "queue_filled"}
+    assert set(VarConSSLLoss(4, 8).state_dict()) == {"prototypes", "last_won", "steps"}
+    batches = [_views(4, seed=20 + i).float() for i in range(3)]  # 8 rows each
+    loss_fn(batches[0])
+    assert int(loss_fn.queue_filled) == 8
+    assert torch.equal(loss_fn.queue[:8], batches[0]) and not loss_fn.queue[8:].any()
+    copy = VarConSSLLoss(10, embedding_dim=8, queue_length=12)
+    copy.load_state_dict(loss_fn.state_dict())
+    for module in (loss_fn, copy):
+        module(batches[1])
+    assert int(loss_fn.queue_filled) == 12  # full: the oldest rows fell out
+    assert torch.equal(loss_fn.queue, torch.cat([batches[1], batches[0][:4]]))
+    for key, value in loss_fn.state_dict().items():  # restored, it goes on alike
+        assert torch.equal(copy.state_dict()[key], value), key
+    loss_fn.eval()
+    loss_fn(batches[2])  # evaluation moves nothing
+    assert torch.equal(loss_fn.queue[:8], batches[1])
+    assert "queue_length=12" in repr(loss_fn)
+    with pytest.raises(ValueError, match="queue_length must be an int >= 0"):
+        VarConSSLLoss(4, 8, queue_length=-1)
 
 
 def test_varcon_ssl_loss_is_the_weighted_sum_of_its_two_terms():

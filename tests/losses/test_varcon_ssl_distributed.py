@@ -1,6 +1,7 @@
 """Two gloo processes on CPU: ``VarConSSLLoss`` keeps the same prototypes, dead-prototype
 clock and step count on every rank, equal to one process on the concatenated batches, and
-DDP gets the exact gradient of the global-batch loss.
+DDP gets the exact gradient of the global-batch loss; with a queue (more prototypes than a
+step's rows), the queue too.
 
 Each rank holds half the images of every global batch (both views of each, on adjacent
 rows); a few images carry a label (semi-supervised rows)."""
@@ -21,7 +22,10 @@ from varcon.losses import VarConSSLLoss
 
 pytestmark = pytest.mark.slow
 
-WORLD, IMAGES, VIEWS, IN_DIM, OUT_DIM, K, STEPS = 2, 8, 2, 6, 5, 4, 4
+WORLD, IMAGES, VIEWS, IN_DIM, OUT_DIM, STEPS = 2, 8, 2, 6, 5, 4
+# (K prototypes, queue length): without a queue; and K above the 16 rows of a step, balanced
+# with up to 24 earlier rows (filled over the first two steps)
+SETTINGS = {"plain": (4, 0), "queue": (20, 24)}
 
 
 def _batches():
@@ -36,9 +40,10 @@ def _batches():
     return out
 
 
-def _train(model, rows):
-    loss_fn = VarConSSLLoss(K, OUT_DIM, VIEWS, momentum=0.5, dead_after=2,
-                            equal_shards=True).double()
+def _train(model, rows, setting="plain"):
+    k, queue_length = SETTINGS[setting]
+    loss_fn = VarConSSLLoss(k, OUT_DIM, VIEWS, momentum=0.5, dead_after=2,
+                            queue_length=queue_length, equal_shards=True).double()
     opt = torch.optim.SGD(model.parameters(), lr=0.5)
     losses = []
     for x, y in _batches():
@@ -61,33 +66,43 @@ def _worker(rank, world, init_file, out_dir):
                             world_size=world, timeout=datetime.timedelta(seconds=60))
     try:
         share = IMAGES * VIEWS // world
-        ddp = torch.nn.parallel.DistributedDataParallel(_model())
-        loss_fn, losses = _train(ddp, slice(rank * share, (rank + 1) * share))
-        torch.save({"buffers": loss_fn.state_dict(), "losses": losses,
-                    "weights": ddp.module.state_dict()},
-                   os.path.join(out_dir, f"rank{rank}.pt"))
-        del ddp
-        dist.barrier()
+        for setting in SETTINGS:  # one process group, both settings
+            ddp = torch.nn.parallel.DistributedDataParallel(_model())
+            loss_fn, losses = _train(ddp, slice(rank * share, (rank + 1) * share), setting)
+            torch.save({"buffers": loss_fn.state_dict(), "losses": losses,
+                        "weights": ddp.module.state_dict()},
+                       os.path.join(out_dir, f"{setting}-rank{rank}.pt"))
+            del ddp
+            dist.barrier()
     finally:
         dist.destroy_process_group()
 
 
-def test_prototypes_identical_on_every_rank_and_to_one_process(tmp_path):
-    out_dir = spawn_gloo(_worker, WORLD, tmp_path)
-    results = [torch.load(Path(out_dir) / f"rank{r}.pt", weights_only=True)
+@pytest.fixture(scope="module")
+def two_ranks(tmp_path_factory):
+    return Path(spawn_gloo(_worker, WORLD, tmp_path_factory.mktemp("ssl")))
+
+
+@pytest.mark.parametrize("setting", list(SETTINGS))
+def test_prototypes_identical_on_every_rank_and_to_one_process(two_ranks, setting):
+    results = [torch.load(two_ranks / f"{setting}-rank{r}.pt", weights_only=True)
                for r in range(WORLD)]
     b0, b1 = results[0]["buffers"], results[1]["buffers"]
-    assert set(b0) == {"prototypes", "last_won", "steps"}
+    queued = {"queue", "queue_filled"} if SETTINGS[setting][1] else set()
+    assert set(b0) == {"prototypes", "last_won", "steps"} | queued
     for key in b0:  # bit for bit across ranks
         assert torch.equal(b0[key], b1[key]), key
 
     model = _model()
-    single, losses = _train(model, slice(None))
+    single, losses = _train(model, slice(None), setting)
     assert not dist.is_initialized()
     want = single.state_dict()
     assert int(want["steps"]) == STEPS and torch.equal(b0["steps"], want["steps"])
     assert torch.equal(b0["last_won"], want["last_won"])
     torch.testing.assert_close(b0["prototypes"], want["prototypes"], rtol=1e-10, atol=1e-12)
+    if queued:  # the global batch's rows in the queue, in the same order on every rank
+        assert int(b0["queue_filled"]) == 24 == int(want["queue_filled"])
+        torch.testing.assert_close(b0["queue"], want["queue"], rtol=1e-10, atol=1e-12)
     for res in results:  # the same global-batch losses and the exact gradient each step
         torch.testing.assert_close(res["losses"], losses, rtol=1e-10, atol=1e-12)
         for k, v in model.state_dict().items():

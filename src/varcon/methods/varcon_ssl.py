@@ -29,7 +29,8 @@ def _build(cfg: Any, num_classes: int) -> nn.Module:
         cfg.loss.epsilon, instance_weight=s.instance_weight,
         prototype_weight=s.prototype_weight, momentum=s.momentum,
         sinkhorn_epsilon=s.sinkhorn_epsilon, sinkhorn_iterations=s.sinkhorn_iterations,
-        dead_after=s.dead_after, seed=cfg.seed, gradient_scale=cfg.loss.gradient_scale,
+        dead_after=s.dead_after, seed=cfg.seed, queue_length=s.queue_length,
+        gradient_scale=cfg.loss.gradient_scale,
         equal_shards=True)  # the engine splits every global batch evenly over the ranks
 
 
@@ -52,12 +53,16 @@ def _compute(loss_fn: nn.Module, outputs: Tensor, labels: Tensor) -> MethodOutpu
 
 def _validate(cfg: Any) -> list[str]:
     rows = cfg.optim.batch_size * cfg.data.views
-    if cfg.ssl.num_prototypes > rows:
-        return [f"ssl.num_prototypes={cfg.ssl.num_prototypes} exceeds the {rows} embeddings of "
-                f"a step (optim.batch_size={cfg.optim.batch_size} x data.views="
-                f"{cfg.data.views}): the balanced assignment would leave prototypes empty at "
-                f"every step. Set ssl.num_prototypes <= {rows} or optim.batch_size >= "
-                f"{math.ceil(cfg.ssl.num_prototypes / cfg.data.views)}"]
+    k, queued = cfg.ssl.num_prototypes, cfg.ssl.queue_length
+    if k > rows + queued:
+        held = (f"the {rows} embeddings of a step (optim.batch_size={cfg.optim.batch_size} x "
+                f"data.views={cfg.data.views})")
+        if queued:
+            held = f"{held[:-1]}, plus ssl.queue_length={queued} queued)"
+        return [f"ssl.num_prototypes={k} exceeds {held}: the balanced assignment would leave "
+                f"prototypes empty at every step. Set ssl.num_prototypes <= {rows + queued}, "
+                f"optim.batch_size >= {math.ceil((k - queued) / cfg.data.views)}, or "
+                f"ssl.queue_length >= {k - rows} (earlier embeddings, as SwAV's queue)"]
     return []
 
 

@@ -347,19 +347,26 @@ class LossConfig:
 class SSLConfig:
     """``method=varcon_ssl``'s pseudo-classes (:class:`varcon.losses.VarConSSLLoss`)."""
 
-    num_prototypes: int = 100  # K pseudo-classes (<= optim.batch_size x data.views)
+    num_prototypes: int = 100  # K pseudo-classes (<= optim.batch_size x data.views + queue)
     instance_weight: float = 1.0  # weight of VarCon with instance labels
     prototype_weight: float = 1.0  # weight of the pseudo-class term
     momentum: float = 0.9  # prototype update: weight of the old prototype, in [0, 1)
     sinkhorn_epsilon: float = 0.05  # entropic regularisation of the balanced codes
     sinkhorn_iterations: int = 3
     dead_after: int = 100  # steps without a win before a prototype counts as dead
+    # earlier embeddings (global batch, newest first) the balanced codes also spread over,
+    # as SwAV's queue: lets num_prototypes exceed optim.batch_size x data.views (0 = none)
+    queue_length: int = 0
 
     def problems(self, prefix: str = "ssl") -> list[str]:
         """The loss's own checks, naming the config keys."""
         from varcon.losses.functional import check_momentum
         from varcon.losses.self_supervised.sinkhorn import check_sinkhorn
-        from varcon.losses.self_supervised.varcon_ssl import check_num_prototypes, check_weights
+        from varcon.losses.self_supervised.varcon_ssl import (
+            check_num_prototypes,
+            check_queue_length,
+            check_weights,
+        )
 
         p: list[str] = []
         _delegate(p, f"{prefix}.num_prototypes", "num_prototypes",
@@ -377,6 +384,8 @@ class SSLConfig:
                   lambda: check_sinkhorn(0.05, self.sinkhorn_iterations))
         if self.dead_after < 1:
             p.append(f"{prefix}.dead_after: must be >= 1 (steps), got {self.dead_after}")
+        _delegate(p, f"{prefix}.queue_length", "queue_length",
+                  lambda: check_queue_length(self.queue_length))
         return p
 
 

@@ -25,7 +25,7 @@ from .ntxent import check_views, instance_labels
 from .sinkhorn import check_sinkhorn, sinkhorn_log
 
 __all__ = ["PseudoClassTerms", "VarConSSLLoss", "VarConSSLStats", "check_num_prototypes",
-           "pseudo_class_loss", "varcon_ssl_loss"]
+           "check_queue_length", "pseudo_class_loss", "varcon_ssl_loss"]
 
 
 @dataclass(frozen=True)
@@ -52,19 +52,25 @@ class VarConSSLStats:
     marginal_entropy: Tensor
 
 
-def check_num_prototypes(num_prototypes: object, rows: int | None = None) -> int:
-    """K as an int >= 2, and at most the ``rows`` a step assigns (``ValueError`` naming the
-    fix otherwise)."""
+def check_num_prototypes(num_prototypes: object, rows: int | None = None,
+                         queued: int = 0) -> int:
+    """K as an int >= 2, and at most the ``rows`` a step assigns plus the ``queued`` earlier
+    embeddings it balances them with (``ValueError`` naming the fix otherwise)."""
     if (isinstance(num_prototypes, bool) or not isinstance(num_prototypes, int)
             or num_prototypes < 2):
         raise ValueError(f"num_prototypes must be an int >= 2 (pseudo-classes), got "
                          f"{num_prototypes!r}")
-    if rows is not None and num_prototypes > rows:
+    if rows is not None and num_prototypes > rows + queued:
+        held = f"{rows} embeddings a step assigns (global batch x views)"
+        if queued:
+            held = f"{rows + queued} embeddings a step balances ({rows} of the global batch " \
+                   f"x views and {queued} queued)"
         raise ValueError(
-            f"num_prototypes={num_prototypes} exceeds the {rows} embeddings a step assigns "
-            f"(global batch x views): the balanced assignment would give each pseudo-class "
-            f"less than one embedding and at least {num_prototypes - rows} none at all. Use at "
-            f"most {rows} prototypes, or a larger batch (batch x views >= {num_prototypes})"
+            f"num_prototypes={num_prototypes} exceeds the {held}: the balanced assignment "
+            f"would give each pseudo-class less than one embedding and at least "
+            f"{num_prototypes - rows - queued} none at all. Use at most {rows + queued} "
+            f"prototypes, a larger batch, or a queue of earlier embeddings (queue_length >= "
+            f"{num_prototypes - rows})"
         )
     return num_prototypes
 
@@ -133,7 +139,8 @@ def pseudo_class_loss(features: Tensor, prototypes: Tensor, target: Tensor,
 @torch.no_grad()
 def swapped_targets(features: Tensor, prototypes: Tensor, views: int,
                     labels: Tensor | None = None, *, sinkhorn_epsilon: float = 0.05,
-                    sinkhorn_iterations: int = 3) -> tuple[Tensor, Tensor]:
+                    sinkhorn_iterations: int = 3, queue: Tensor | None = None,
+                    queue_mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
     r"""The variational distribution of each row's pseudo-class, and its own assignment.
 
     Balanced codes c_i = Sinkhorn(z_i . w / eps_s) over all N rows of the batch
@@ -142,13 +149,25 @@ def swapped_targets(features: Tensor, prototypes: Tensor, views: int,
 
         pi_i = 1/(V-1) sum_{j in views(i), j != i} c_j
 
+    With a ``queue`` [Q, D] of earlier embeddings (SwAV's queue), Sinkhorn balances the
+    Q + N rows together and the batch keeps its N codes: each prototype gets an equal share
+    of the Q + N rows, so K may exceed N (up to Q + N). ``queue_mask`` [Q] bool marks the
+    queue rows that hold an embedding (a queue still filling); the others are left out.
+
     Rows with a label (``labels >= 0``) take the one-hot of their class instead: the class is
     then the latent variable, observed. Returns ``pi`` [N, K] and ``assignment`` [N] long:
     argmax of the row's own code (or its label), which moves the prototypes.
     """
     n, k = features.shape[0], prototypes.shape[0]
     scores = features.detach().float() @ prototypes.detach().float().t()
-    log_codes = sinkhorn_log(scores / sinkhorn_epsilon, sinkhorn_iterations)
+    if queue is not None and len(queue):
+        queued = queue.detach().float() @ prototypes.detach().float().t()
+        mask = None if queue_mask is None else torch.cat(
+            [queue_mask, torch.ones(n, dtype=torch.bool, device=queue_mask.device)])
+        log_codes = sinkhorn_log(torch.cat([queued, scores]) / sinkhorn_epsilon,
+                                 sinkhorn_iterations, row_mask=mask)[len(queue):]
+    else:
+        log_codes = sinkhorn_log(scores / sinkhorn_epsilon, sinkhorn_iterations)
     codes = log_codes.exp().view(n // views, views, k)
     target = ((codes.sum(dim=1, keepdim=True) - codes) / (views - 1)).reshape(n, k)
     assignment = log_codes.argmax(dim=1)
@@ -172,6 +191,8 @@ def varcon_ssl_loss(
     prototype_weight: float = 1.0,
     sinkhorn_epsilon: float = 0.05,
     sinkhorn_iterations: int = 3,
+    queue: Tensor | None = None,
+    queue_mask: Tensor | None = None,
     reduction: str = "mean",
     return_stats: bool = False,
 ) -> Tensor | tuple[Tensor, VarConSSLStats]:
@@ -197,6 +218,9 @@ def varcon_ssl_loss(
         temperature, epsilon: tau1, eps of both terms.
         instance_weight, prototype_weight: lambda_inst, lambda_proto >= 0, not both 0.
         sinkhorn_epsilon, sinkhorn_iterations: the codes' regularisation and iterations.
+        queue, queue_mask: optional [Q, D] earlier embeddings (no gradient) that the codes
+            are balanced with, and [Q] bool, the rows that hold one (:func:`swapped_targets`);
+            with a queue, K <= N + Q.
         reduction, return_stats: as :func:`~varcon.losses.functional.varcon_loss`.
     """
     check_hyperparameters(temperature, epsilon)
@@ -210,7 +234,10 @@ def varcon_ssl_loss(
     n = features.shape[0] if features.dim() == 2 else 0
     rows = instance_labels(n, views, features.device)  # also checks V divides N
     check_inputs(features, rows)
-    check_num_prototypes(prototypes.shape[0], n)
+    if queue is not None and (queue.dim() != 2 or queue.shape[1] != prototypes.shape[1]):
+        raise ValueError(f"queue must be a [Q, D] matrix with the prototypes' D = "
+                         f"{prototypes.shape[1]}, got {tuple(queue.shape)}")
+    check_num_prototypes(prototypes.shape[0], n, 0 if queue is None else len(queue))
     if prototypes.shape[1] != features.shape[1]:
         raise ValueError(f"prototypes have dimension {prototypes.shape[1]} but the features "
                          f"{features.shape[1]}")
@@ -225,7 +252,7 @@ def varcon_ssl_loss(
 
     target, assignment = swapped_targets(
         features, prototypes, views, labels, sinkhorn_epsilon=sinkhorn_epsilon,
-        sinkhorn_iterations=sinkhorn_iterations)
+        sinkhorn_iterations=sinkhorn_iterations, queue=queue, queue_mask=queue_mask)
     with torch.set_grad_enabled(torch.is_grad_enabled() and prototype_weight > 0):
         pseudo = pseudo_class_loss(features, prototypes, target, temperature, epsilon)
     with torch.set_grad_enabled(torch.is_grad_enabled() and instance_weight > 0):
@@ -248,6 +275,14 @@ def varcon_ssl_loss(
         prediction=pseudo.log_p.detach().argmax(dim=1),
         marginal_entropy=marginal_entropy(pseudo.log_p))
     return loss, stats
+
+
+def check_queue_length(queue_length: object) -> int:
+    """Q as an int >= 0 (``ValueError`` otherwise)."""
+    if isinstance(queue_length, bool) or not isinstance(queue_length, int) or queue_length < 0:
+        raise ValueError(f"queue_length must be an int >= 0 (earlier embeddings kept for the "
+                         f"balanced assignment; 0 = no queue), got {queue_length!r}")
+    return queue_length
 
 
 def check_weights(instance_weight: object, prototype_weight: object) -> None:
@@ -280,7 +315,8 @@ class VarConSSLLoss(nn.Module):
     batch.
 
     Args:
-        num_prototypes: K >= 2 pseudo-classes (at most the global batch x views).
+        num_prototypes: K >= 2 pseudo-classes (at most the global batch x views, plus
+            ``queue_length``).
         embedding_dim: D.
         views: V >= 2 views per image on adjacent rows.
         temperature, epsilon: tau1, eps (defaults 0.1, 0.02, VarCon's).
@@ -289,6 +325,9 @@ class VarConSSLLoss(nn.Module):
         sinkhorn_epsilon, sinkhorn_iterations: defaults 0.05, 3 (SwAV's).
         dead_after: steps without a win before a prototype counts as dead (default 100).
         seed: the prototypes' initial draw.
+        queue_length: Q >= 0 earlier embeddings (of the global batch, newest first) that the
+            codes are balanced with, as SwAV's queue: then K may reach the global batch x
+            views + Q. Buffers ``queue`` [Q, D] and ``queue_filled`` (0-d) when Q > 0.
         gather_distributed, gradient_scale, equal_shards: as :class:`~varcon.losses.VarConLoss`.
 
     Shapes:
@@ -299,14 +338,16 @@ class VarConSSLLoss(nn.Module):
     prototypes: Tensor
     last_won: Tensor
     steps: Tensor
+    queue: Tensor
+    queue_filled: Tensor
 
     def __init__(self, num_prototypes: int = 100, embedding_dim: int = 128, views: int = 2,
                  temperature: float = 0.1, epsilon: float = 0.02, *,
                  instance_weight: float = 1.0, prototype_weight: float = 1.0,
                  momentum: float = 0.9, sinkhorn_epsilon: float = 0.05,
                  sinkhorn_iterations: int = 3, dead_after: int = 100, seed: int = 0,
-                 gather_distributed: bool = True, gradient_scale: str = "exact",
-                 equal_shards: bool = False) -> None:
+                 queue_length: int = 0, gather_distributed: bool = True,
+                 gradient_scale: str = "exact", equal_shards: bool = False) -> None:
         super().__init__()
         check_num_prototypes(num_prototypes)
         check_hyperparameters(temperature, epsilon)
@@ -319,6 +360,7 @@ class VarConSSLLoss(nn.Module):
             raise ValueError(f"embedding_dim must be a positive int, got {embedding_dim!r}")
         if isinstance(dead_after, bool) or not isinstance(dead_after, int) or dead_after < 1:
             raise ValueError(f"dead_after must be an int >= 1 (steps), got {dead_after!r}")
+        check_queue_length(queue_length)
         self.num_prototypes = num_prototypes
         self.views = check_views(views)
         self.temperature = float(temperature)
@@ -337,6 +379,10 @@ class VarConSSLLoss(nn.Module):
         self.register_buffer("prototypes", start)
         self.register_buffer("last_won", torch.zeros(num_prototypes, dtype=torch.long))
         self.register_buffer("steps", torch.zeros((), dtype=torch.long))
+        self.queue_length = queue_length
+        if queue_length:  # (without a queue the state dict is what it was before queues)
+            self.register_buffer("queue", torch.zeros(queue_length, embedding_dim))
+            self.register_buffer("queue_filled", torch.zeros((), dtype=torch.long))
 
     def forward(self, features: Tensor, labels: Tensor | None = None,
                 return_stats: bool = False) -> Tensor | tuple[Tensor, dict[str, Tensor]]:
@@ -351,11 +397,16 @@ class VarConSSLLoss(nn.Module):
         if self.gather_distributed:
             features, labels = gather_batch(features, labels, self.gradient_scale,
                                             equal_shards=self.equal_shards)
+        queue = queue_mask = None
+        if self.queue_length:  # the rows filled so far (newest first), on the device
+            queue = self.queue
+            queue_mask = torch.arange(self.queue_length, device=queue.device) < self.queue_filled
         loss, stats = varcon_ssl_loss(
             features, self.prototypes, self.views, labels, self.temperature, self.epsilon,
             instance_weight=self.instance_weight, prototype_weight=self.prototype_weight,
             sinkhorn_epsilon=self.sinkhorn_epsilon,
-            sinkhorn_iterations=self.sinkhorn_iterations, return_stats=True)
+            sinkhorn_iterations=self.sinkhorn_iterations, queue=queue, queue_mask=queue_mask,
+            return_stats=True)
         if self.training:
             self._update(features, stats)
         if not return_stats:
@@ -375,6 +426,10 @@ class VarConSSLLoss(nn.Module):
         won = torch.zeros(self.num_prototypes, dtype=torch.bool, device=features.device)
         won[stats.prediction] = True
         self.last_won.copy_(torch.where(won, self.steps, self.last_won))
+        if self.queue_length:  # this batch in front, the oldest rows out (SwAV's queue)
+            rows = features.detach().to(self.queue.dtype)
+            self.queue.copy_(torch.cat([rows, self.queue])[:self.queue_length])
+            self.queue_filled.copy_((self.queue_filled + len(rows)).clamp_max(self.queue_length))
 
     def extra_repr(self) -> str:
         return (f"num_prototypes={self.num_prototypes}, views={self.views}, "
@@ -382,4 +437,5 @@ class VarConSSLLoss(nn.Module):
                 f"instance_weight={self.instance_weight}, "
                 f"prototype_weight={self.prototype_weight}, momentum={self.momentum}, "
                 f"sinkhorn_epsilon={self.sinkhorn_epsilon}, "
-                f"sinkhorn_iterations={self.sinkhorn_iterations}")
+                f"sinkhorn_iterations={self.sinkhorn_iterations}"
+                + (f", queue_length={self.queue_length}" if self.queue_length else ""))
