@@ -66,6 +66,22 @@ def test_simclr_trains_without_labels_and_logs_the_effective_rank(tmp_path, monk
     assert 1.0 < last["effective_rank"] <= 128 and np.isfinite(last["loss"])
 
 
+def assert_resuming_epoch_1_repeats_the_run(tmp_path, overrides, last) -> None:
+    """Run ``a`` copied to ``b`` with its epoch-1 checkpoint as the last, resumed with
+    ``overrides``: the network and the loss's state end bit for bit as ``last`` (a's)."""
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    ckpts = tmp_path / "b" / "checkpoints"
+    shutil.copy(ckpts / "epoch_1.pt", ckpts / "last.pt")
+    cfg = digits_config(tmp_path, *overrides, name="b")
+    cfg.resume = str(tmp_path / "b")
+    pretrain(cfg)
+    resumed = load_checkpoint(tmp_path / "b")
+    for part in ("model", "loss"):
+        assert resumed[part].keys() == last[part].keys()
+        for key in last[part]:
+            assert torch.equal(resumed[part][key], last[part][key]), (part, key)
+
+
 def test_varcon_ssl_resumes_its_prototypes_bit_exactly_and_a_healthy_run_warns_nothing(
         tmp_path, recwarn):
     pretrain(digits_config(tmp_path, *SSL, name="a"))
@@ -81,17 +97,7 @@ def test_varcon_ssl_resumes_its_prototypes_bit_exactly_and_a_healthy_run_warns_n
         assert np.isfinite(record[key]), key
     assert 0 < record["marginal_entropy"] <= np.log(16) + 1e-6
 
-    shutil.copytree(tmp_path / "a", tmp_path / "b")
-    ckpts = tmp_path / "b" / "checkpoints"
-    shutil.copy(ckpts / "epoch_1.pt", ckpts / "last.pt")
-    cfg = digits_config(tmp_path, *SSL, name="b")
-    cfg.resume = str(tmp_path / "b")
-    pretrain(cfg)
-    resumed = load_checkpoint(tmp_path / "b")
-    for part in ("model", "loss"):
-        assert resumed[part].keys() == last[part].keys()
-        for key in last[part]:
-            assert torch.equal(resumed[part][key], last[part][key]), (part, key)
+    assert_resuming_epoch_1_repeats_the_run(tmp_path, SSL, last)
 
 
 def test_a_queue_lets_prototypes_outnumber_a_steps_rows_and_resumes_bit_exactly(tmp_path):
@@ -102,16 +108,7 @@ def test_a_queue_lets_prototypes_outnumber_a_steps_rows_and_resumes_bit_exactly(
     last = load_checkpoint(tmp_path / "a")
     assert int(last["loss"]["queue_filled"]) == 64 and last["loss"]["queue"].shape == (64, 128)
     assert torch.isfinite(last["loss"]["queue"]).all()
-    shutil.copytree(tmp_path / "a", tmp_path / "b")
-    ckpts = tmp_path / "b" / "checkpoints"
-    shutil.copy(ckpts / "epoch_1.pt", ckpts / "last.pt")
-    cfg = digits_config(tmp_path, *queue, name="b")
-    cfg.resume = str(tmp_path / "b")
-    pretrain(cfg)
-    resumed = load_checkpoint(tmp_path / "b")
-    for part in ("model", "loss"):
-        for key in last[part]:
-            assert torch.equal(resumed[part][key], last[part][key]), (part, key)
+    assert_resuming_epoch_1_repeats_the_run(tmp_path, queue, last)
 
 
 def test_labeled_fraction_labels_a_seeded_tenth_for_varcon_ssl_and_trains_varcon_on_it(
