@@ -55,10 +55,9 @@ def _validate(cfg: Any) -> list[str]:
     rows = cfg.optim.batch_size * cfg.data.views
     k, queued = cfg.ssl.num_prototypes, cfg.ssl.queue_length
     if k > rows + queued:
+        plus = f", plus ssl.queue_length={queued} queued" if queued else ""
         held = (f"the {rows} embeddings of a step (optim.batch_size={cfg.optim.batch_size} x "
-                f"data.views={cfg.data.views})")
-        if queued:
-            held = f"{held[:-1]}, plus ssl.queue_length={queued} queued)"
+                f"data.views={cfg.data.views}{plus})")
         return [f"ssl.num_prototypes={k} exceeds {held}: the balanced assignment would leave "
                 f"prototypes empty at every step. Set ssl.num_prototypes <= {rows + queued}, "
                 f"optim.batch_size >= {math.ceil((k - queued) / cfg.data.views)}, or "
