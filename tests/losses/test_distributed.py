@@ -7,7 +7,6 @@ process computing the same loss on the whole batch without DDP.
 
 from __future__ import annotations
 
-import datetime
 import os
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from glootools import spawn_gloo
+from glootools import gloo_group, spawn_gloo
 from varcon.losses import SupConLoss, VarConLoss
 
 pytestmark = pytest.mark.slow
@@ -72,15 +71,7 @@ def _forward_backward(model, kind, kwargs, x, y):
 
 
 def _worker(rank, world, init_file, out_dir):
-    torch.set_num_threads(1)
-    dist.init_process_group(
-        "gloo",
-        init_method=f"file://{init_file}",
-        rank=rank,
-        world_size=world,
-        timeout=datetime.timedelta(seconds=60),
-    )
-    try:
+    with gloo_group(rank, world, init_file):
         x, y = _data()
         for name, (kind, kwargs, split) in CASES.items():
             start = sum(split[:rank])
@@ -98,9 +89,6 @@ def _worker(rank, world, init_file, out_dir):
             torch.save({"out": out, "grads": grads, "all_gathers": len(calls)},
                        os.path.join(out_dir, f"{name}_{rank}.pt"))
             del ddp
-        dist.barrier()  # no rank closes its sockets while the other still talks
-    finally:
-        dist.destroy_process_group()
 
 
 @pytest.fixture(scope="module")

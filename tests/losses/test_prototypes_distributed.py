@@ -8,16 +8,14 @@ then saves its loss module's buffers, the losses and the weights.
 
 from __future__ import annotations
 
-import datetime
 import os
 from pathlib import Path
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 
-from glootools import spawn_gloo
+from glootools import gloo_group, sgd_steps, spawn_gloo
 from varcon.losses import VarConLoss
 
 pytestmark = pytest.mark.slow
@@ -43,15 +41,7 @@ def _batches():
 def _train(model, rows):
     """SGD on the loss; ``rows`` picks this process's rows of each global batch."""
     loss_fn = VarConLoss(num_classes=NUM_CLASSES, prototypes="ema", momentum=0.6).double()
-    opt = torch.optim.SGD(model.parameters(), lr=0.5)
-    losses = []
-    for x, y in _batches():
-        opt.zero_grad()
-        loss = loss_fn(F.normalize(model(x[rows]), dim=1), y[rows])
-        loss.backward()
-        opt.step()
-        losses.append(loss.detach())
-    return loss_fn, torch.stack(losses)
+    return loss_fn, sgd_steps(model, loss_fn, _batches(), rows)
 
 
 def _model():
@@ -60,10 +50,7 @@ def _model():
 
 
 def _worker(rank, world, init_file, out_dir):
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
-                            world_size=world, timeout=datetime.timedelta(seconds=60))
-    try:
+    with gloo_group(rank, world, init_file):
         start = sum(SPLIT[:rank])
         ddp = torch.nn.parallel.DistributedDataParallel(_model())
         loss_fn, losses = _train(ddp, slice(start, start + SPLIT[rank]))
@@ -71,9 +58,6 @@ def _worker(rank, world, init_file, out_dir):
                     "weights": ddp.module.state_dict()},
                    os.path.join(out_dir, f"rank{rank}.pt"))
         del ddp
-        dist.barrier()  # no rank closes its sockets while the other still talks
-    finally:
-        dist.destroy_process_group()
 
 
 @pytest.fixture(scope="module")

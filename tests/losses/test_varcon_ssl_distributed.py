@@ -8,16 +8,14 @@ rows); a few images carry a label (semi-supervised rows)."""
 
 from __future__ import annotations
 
-import datetime
 import os
 from pathlib import Path
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 
-from glootools import spawn_gloo
+from glootools import gloo_group, sgd_steps, spawn_gloo
 from varcon.losses import VarConSSLLoss
 
 pytestmark = pytest.mark.slow
@@ -44,15 +42,7 @@ def _train(model, rows, setting="plain"):
     k, queue_length = SETTINGS[setting]
     loss_fn = VarConSSLLoss(k, OUT_DIM, VIEWS, momentum=0.5, dead_after=2,
                             queue_length=queue_length, equal_shards=True).double()
-    opt = torch.optim.SGD(model.parameters(), lr=0.5)
-    losses = []
-    for x, y in _batches():
-        opt.zero_grad()
-        loss = loss_fn(F.normalize(model(x[rows]), dim=1), y[rows])
-        loss.backward()
-        opt.step()
-        losses.append(loss.detach())
-    return loss_fn, torch.stack(losses)
+    return loss_fn, sgd_steps(model, loss_fn, _batches(), rows)
 
 
 def _model():
@@ -61,10 +51,7 @@ def _model():
 
 
 def _worker(rank, world, init_file, out_dir):
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
-                            world_size=world, timeout=datetime.timedelta(seconds=60))
-    try:
+    with gloo_group(rank, world, init_file):
         share = IMAGES * VIEWS // world
         for setting in SETTINGS:  # one process group, both settings
             ddp = torch.nn.parallel.DistributedDataParallel(_model())
@@ -74,8 +61,6 @@ def _worker(rank, world, init_file, out_dir):
                        os.path.join(out_dir, f"{setting}-rank{rank}.pt"))
             del ddp
             dist.barrier()
-    finally:
-        dist.destroy_process_group()
 
 
 @pytest.fixture(scope="module")

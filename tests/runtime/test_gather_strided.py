@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from glootools import spawn_gloo
+from glootools import gloo_group, spawn_gloo
 from varcon.runtime.distributed import DistContext, gather_strided
 
 WIDTH = 3
@@ -26,41 +26,35 @@ WORLD = 3  # 11 rows: shards of 4, 4 and 3; 2 rows: rank 2 holds none (and knows
 
 
 def _worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
-    import datetime
-
     import torch.distributed as dist
 
     import varcon.runtime.distributed as D
 
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
-                            world_size=world, timeout=datetime.timedelta(seconds=60))
-    real = dist.all_gather
-    try:
-        gathered: list[int] = []  # rows of each all-gather, every rank's part together
+    with gloo_group(rank, world, init_file):
+        real = dist.all_gather
+        try:
+            gathered: list[int] = []  # rows of each all-gather, every rank's part together
 
-        def counting(parts: list[torch.Tensor], tensor: torch.Tensor) -> object:
-            gathered.append(sum(p.shape[0] for p in parts))
-            return real(parts, tensor)
+            def counting(parts: list[torch.Tensor], tensor: torch.Tensor) -> object:
+                gathered.append(sum(p.shape[0] for p in parts))
+                return real(parts, tensor)
 
-        D.dist.all_gather = counting  # the module's own handle on torch.distributed
-        D.GATHER_CHUNK = 2  # the default chunk, made tiny
-        ctx = DistContext(rank=rank, world_size=world, local_rank=rank,
-                          device=torch.device("cpu"))
-        results = []
-        for total, everywhere in CASES:
-            gathered.clear()
-            mine = range(rank, total, world)
-            feats = _rows(mine) if len(mine) else torch.zeros(0, 0)  # an empty extraction
-            labels = torch.tensor(list(mine), dtype=torch.long)
-            got, got_labels = gather_strided(ctx, [feats, labels], total,
-                                             everywhere=everywhere)
-            results.append({"feats": got, "labels": got_labels, "gathered": list(gathered)})
-        torch.save(results, Path(out_dir) / f"{rank}.pt")
-        dist.barrier()
-    finally:
-        dist.all_gather = real
-        dist.destroy_process_group()
+            D.dist.all_gather = counting  # the module's own handle on torch.distributed
+            D.GATHER_CHUNK = 2  # the default chunk, made tiny
+            ctx = DistContext(rank=rank, world_size=world, local_rank=rank,
+                              device=torch.device("cpu"))
+            results = []
+            for total, everywhere in CASES:
+                gathered.clear()
+                mine = range(rank, total, world)
+                feats = _rows(mine) if len(mine) else torch.zeros(0, 0)  # an empty extraction
+                labels = torch.tensor(list(mine), dtype=torch.long)
+                got, got_labels = gather_strided(ctx, [feats, labels], total,
+                                                 everywhere=everywhere)
+                results.append({"feats": got, "labels": got_labels, "gathered": list(gathered)})
+            torch.save(results, Path(out_dir) / f"{rank}.pt")
+        finally:
+            dist.all_gather = real
 
 
 def test_rows_come_back_in_input_order_a_chunk_at_a_time(tmp_path):
