@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import statistics
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,19 +12,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-ROOT = Path(__file__).resolve().parents[2]
+from scripttools import REPO, load_script
 
-
-def _load(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-claims = _load("accuracy_claims", ROOT / "benchmarks" / "accuracy" / "claims.py")
-write_run = _load("fake_runs", ROOT / "tests" / "reporting" / "fake_runs.py").write_run
+claims = load_script("accuracy_claims", REPO / "benchmarks" / "accuracy" / "claims.py")
+write_run = load_script("fake_runs", REPO / "tests" / "reporting" / "fake_runs.py").write_run
 
 VARCON, SUPCON, CE = [70.0, 71.5, 72.0], [65.0, 66.0, 67.5], [75.0, 77.0, 76.0]
 

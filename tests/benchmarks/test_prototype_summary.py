@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "prototypes" / "summarize.py"
+from scripttools import REPO, load_script
+
+SCRIPT = REPO / "benchmarks" / "prototypes" / "summarize.py"
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location("prototype_summary", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("prototype_summary", SCRIPT)
 
 
 def _result(root: Path, name: str, linear: float, knn: float) -> None:

@@ -2,24 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from scripttools import REPO, load_script
 
-
-def _load(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-claims = _load("ssl_claims", ROOT / "benchmarks" / "self_supervised" / "claims.py")
-write_run = _load("fake_runs", ROOT / "tests" / "reporting" / "fake_runs.py").write_run
+claims = load_script("ssl_claims", REPO / "benchmarks" / "self_supervised" / "claims.py")
+write_run = load_script("fake_runs", REPO / "tests" / "reporting" / "fake_runs.py").write_run
 
 
 def _run(results: Path, group: str, seed: int, knn: float, linear: float) -> Path:

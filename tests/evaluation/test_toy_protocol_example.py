@@ -5,7 +5,6 @@ with the command that produces it."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from collections.abc import Iterator
@@ -17,24 +16,21 @@ import torch
 import yaml
 
 from ckpttools import write_checkpoint
+from scripttools import REPO, load_script
 from varcon.evaluation import evaluate_checkpoint, get_protocol, protocol_names
 from varcon.evaluation.registry import unregister_protocol
 from varcon.reporting import build_report, evaluation_command, load_run, run_metrics
 from varcon.runtime.config import config_from_dict, config_sections
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "examples" / "toy_protocol.py"
+EXAMPLE = REPO / "docs" / "examples" / "toy_protocol.py"
 QUIET = ["train.progress=off", "data.num_workers=0"]
 
 
 @pytest.fixture(scope="module")
 def example() -> Iterator[ModuleType]:
     """The example imported (which registers it); unregistered afterwards."""
-    spec = importlib.util.spec_from_file_location("toy_protocol", EXAMPLE)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["toy_protocol"] = module  # dataclasses look their module up there
+    module = load_script("toy_protocol", EXAMPLE)  # registers the protocol
     try:
-        spec.loader.exec_module(module)
         yield module
     finally:
         unregister_protocol("centroid")
