@@ -61,3 +61,25 @@ def test_verdicts_pair_seeds_weigh_ablations_against_seed_noise_and_read_the_10p
                         str(tmp_path / "f.png")])
     assert code == 0 and (tmp_path / "f.png").stat().st_size > 10_000
     assert len(json.loads((tmp_path / "c.json").read_text())) == len(verdicts)
+
+
+def test_two_seeds_weigh_the_mean_difference_against_seed_noise_not_their_own_spread(tmp_path):
+    # main runs: a seed std of 1 point on every metric
+    for seed, (a, b) in enumerate([(50.0, 45.0), (52.0, 47.0), (51.0, 46.0)]):
+        _run(tmp_path, "varcon_ssl", seed, knn=a, linear=a)
+        _run(tmp_path, "simclr", seed, knn=b, linear=b)
+    for seed in (1, 2):
+        # +1.5 on both seeds: a paired t-test (1 df, sd 0) would call it certain
+        _run(tmp_path, "semi-varcon_ssl", seed, knn=41.5 + seed, linear=41.5 + seed)
+        _labeled10(tmp_path / f"varcon_ssl-s{seed}", knn=40.0 + seed, linear=40.0 + seed)
+        _run(tmp_path, "sup10-varcon", seed, knn=55.0, linear=54.0 - seed)  # 13 points above
+    verdicts = claims.all_claims(claims.read_all(tmp_path))
+    using = _find(verdicts, "10% labels: using them", "linear")
+    assert using.verdict == "within noise", using
+    assert "= +1.50, sigma = 1 (main runs" in using.why  # 1.5 / (1 · √(2/2)): under 2
+    assert _find(verdicts, "10% labels: semi-supervised", "kNN").verdict == "does not hold"
+    # a noisier metric among the few-label arms sets sigma where it is the larger
+    (tmp_path / "semi-varcon_ssl-s2" / "eval" / "knn.json").write_text(
+        json.dumps({"results": {"top1": {"200": 49.5}}}))  # seeds 1, 2: 42.5, 49.5
+    knn = _find(claims.all_claims(claims.read_all(tmp_path)), "10% labels: using them", "kNN")
+    assert "arms with 2+ seeds" in knn.why and knn.verdict == "within noise", knn
