@@ -136,7 +136,8 @@ def few_label_paired(claim: str, label: str, key: str, runs: Runs, a: str, b: st
     (sigma, df), where = max(estimates, key=lambda e: e[0][0])
     z = mean / (sigma * math.sqrt(2 / len(diffs)))
     return replace(
-        verdict, difference=f"{mean:+.3g} (2 seeds)", verdict="holds" if z > 2 else "does not hold" if z < -2 else "within noise",
+        verdict, difference=f"{mean:+.3g} (2 seeds)",
+        verdict="holds" if z > 2 else "does not hold" if z < -2 else "within noise",
         why=f"seeds {seeds}, 2 differences ({_fmt(diffs)}): mean / (sigma·√(2/2)) = "
             f"{z:+.2f}, sigma = {sigma:.3g} ({where}, {df} df; the larger estimate)")
 
