@@ -64,6 +64,12 @@ ABLATIONS = (("instance term only (no prototypes)", "varcon_ssl-inst"),
              ("fixed tau2 (eps = 0)", "varcon_ssl-eps0"),
              ("K = 10 prototypes", "varcon_ssl-k10"),
              ("K = 300 prototypes", "varcon_ssl-k300"))
+# the ablations in the figure: a short name, and a colour of their own
+ABLATION_LABELS = {"varcon_ssl-inst": ("instance only", "tab:green"),
+                   "varcon_ssl-proto": ("prototypes only", "tab:purple"),
+                   "varcon_ssl-eps0": ("eps = 0", "tab:orange"),
+                   "varcon_ssl-k10": ("K = 10", "tab:brown"),
+                   "varcon_ssl-k300": ("K = 300", "tab:gray")}
 
 
 def read_all(results: Path) -> Runs:
@@ -196,6 +202,14 @@ def figure(results: Path, runs: Runs, path: Path) -> None:
                     ax.fill_between(xs, [y - p[2] for y, p in zip(ys, pts, strict=True)],
                                     [y + p[2] for y, p in zip(ys, pts, strict=True)],
                                     color=colors[group], alpha=0.15)
+        if groups == MAIN:  # the ablations (seed 0), dashed: collapse shows here
+            for group, (name, color) in ABLATION_LABELS.items():
+                for records in _curves(results, group):
+                    pts = [(r["epoch"], r[key]) for r in records
+                           if isinstance(r.get(key), (int, float))]
+                    if pts:
+                        ax.plot(*zip(*pts, strict=True), color=color, linestyle="--",
+                                marker=".", alpha=0.8, label=f"{name} (seed 0)")
         if key == "marginal_entropy":
             ax.axhline(math.log(100), color="grey", linestyle="--")
         ax.set_title(title, fontsize=10)
@@ -209,12 +223,13 @@ def figure(results: Path, runs: Runs, path: Path) -> None:
         seeds = runs.get(group, {})
         vals = [v[KNN[1]] for v in seeds.values() if KNN[1] in v]
         if vals:
-            ax.plot([x] * len(vals), vals, "o", color=colors.get(group, "black"), alpha=0.7)
+            color = colors.get(group) or ABLATION_LABELS[group][1]
+            ax.plot([x] * len(vals), vals, "o", color=color, alpha=0.7)
             if len(vals) > 1:
-                ax.vlines(x, min(vals), max(vals), color=colors.get(group, "black"))
+                ax.vlines(x, min(vals), max(vals), color=color)
     ax.set_xticks(range(len(names)))
-    ax.set_xticklabels([n.replace("varcon_ssl-", "−") if n.startswith("varcon_ssl-") else n
-                        for n in names], rotation=30, fontsize=8)
+    ax.set_xticklabels([ABLATION_LABELS.get(n, (n,))[0] for n in names], rotation=30,
+                       fontsize=8)
     ax.set_title("kNN top-1 (%): main runs (every seed) and ablations (seed 0)", fontsize=10)
     ax.grid(alpha=0.3, axis="y")
     fig.suptitle("Self-supervised CIFAR-10 study: 10,000 images, ResNet-18 width 16, "
