@@ -135,10 +135,14 @@ def _mean_std(values: Sequence[float]) -> str:
     return f"{statistics.fmean(values):+.3g} ± {statistics.stdev(values):.2g}"
 
 
+def by_seed(runs: Runs, group: str, key: str) -> dict[int, float]:
+    """``key`` of each seed of ``group`` that has it."""
+    return {s: v[key] for s, v in runs.get(group, {}).items() if key in v}
+
+
 def paired(claim: str, label: str, key: str, runs: Runs, a: str, b: str) -> Verdict:
     """Claim: group ``a`` scores higher than group ``b`` on ``key``, paired over seeds."""
-    ra = {s: v[key] for s, v in runs.get(a, {}).items() if key in v}
-    rb = {s: v[key] for s, v in runs.get(b, {}).items() if key in v}
+    ra, rb = by_seed(runs, a, key), by_seed(runs, b, key)
     seeds = sorted(set(ra) & set(rb))
     values = f"{a}: {_fmt([ra[s] for s in sorted(ra)]) or '–'}; " \
              f"{b}: {_fmt([rb[s] for s in sorted(rb)]) or '–'}"

@@ -45,6 +45,7 @@ from benchmarks.accuracy.claims import (
     Runs,
     Verdict,
     _fmt,
+    by_seed,
     paired,
     read_results,
     to_markdown,
@@ -125,8 +126,7 @@ def few_label_paired(claim: str, label: str, key: str, runs: Runs, a: str, b: st
     paired over seeds: the t-test of :func:`paired` from three seeds, and with two the mean
     difference against the larger seed noise (module docstring)."""
     verdict = paired(claim, label, key, runs, a, b)
-    ra = {s: v[key] for s, v in runs.get(a, {}).items() if key in v}
-    rb = {s: v[key] for s, v in runs.get(b, {}).items() if key in v}
+    ra, rb = by_seed(runs, a, key), by_seed(runs, b, key)
     seeds = sorted(set(ra) & set(rb))
     if len(seeds) != 2:
         return verdict
@@ -139,13 +139,17 @@ def few_label_paired(claim: str, label: str, key: str, runs: Runs, a: str, b: st
         if n is not None]
     if not estimates:
         return verdict
-    (sigma, df), where = max(estimates, key=lambda e: e[0][0])
-    z = mean / (sigma * math.sqrt(2 / len(diffs)))
+    measured, where = max(estimates, key=lambda e: e[0][0])
+    # the sum of the differences is a signed sum of 2 n single runs: its noise is sigma·√(2 n),
+    # so its z is the mean's against sigma·√(2/n)
+    result = single_seed_contrast(sum(diffs), 2 * len(diffs), measured)
     return replace(
         verdict, difference=f"{mean:+.3g} (2 seeds)",
-        verdict="holds" if z > 2 else "does not hold" if z < -2 else "within noise",
+        verdict={"higher": "holds", "lower": "does not hold"}.get(result.direction,
+                                                                   "within noise"),
         why=f"seeds {seeds}, 2 differences ({_fmt(diffs)}): mean / (sigma·√(2/2)) = "
-            f"{z:+.2f}, sigma = {sigma:.3g} ({where}, {df} df; the larger estimate)")
+            f"{result.z:+.2f}, sigma = {result.sigma:.3g} ({where}, {result.df} df; the "
+            "larger estimate)")
 
 
 def all_claims(runs: Runs) -> list[Verdict]:
