@@ -187,7 +187,7 @@ def figure(results: Path, runs: Runs, path: Path) -> None:
     colors = {"simclr": "tab:blue", "varcon_ssl": "tab:red"}
     fig, axes = plt.subplots(2, 3, figsize=(15, 8.5))
     panels = (("val_knn_top1", "kNN top-1 on val, k=200 (%)", MAIN),
-              ("effective_rank", "effective rank of the embeddings (of 128)", MAIN),
+              ("effective_rank", "effective rank of the embeddings (of 128; runs as on the left)", MAIN),
               ("tau2_mean", "tau2: mean (line) and ± std over samples (band)", ("varcon_ssl",)),
               ("marginal_entropy", "pseudo-class entropy of the batch (nats; dashed: log K)",
                ("varcon_ssl",)),
@@ -219,7 +219,9 @@ def figure(results: Path, runs: Runs, path: Path) -> None:
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
+        # the effective-rank panel draws the kNN panel's runs in its colours: one legend
+        shares_legend = groups == MAIN and ax is not axes.flat[0]
+        if ax.get_legend_handles_labels()[0] and not shares_legend:
             ax.legend(fontsize=8)
     ax = axes.flat[5]
     names = ["varcon_ssl", *(g for _, g in ABLATIONS), "simclr"]
