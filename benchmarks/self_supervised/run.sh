@@ -11,9 +11,10 @@
 #   nohup bash benchmarks/self_supervised/run.sh > /tmp/ssl.log 2>&1 &
 #   PHASES="main" SEEDS="0" bash benchmarks/self_supervised/run.sh   # one part only
 #
-# A dry run of the whole queue in a few minutes (tiny runs elsewhere; checks every command):
-#   RUNS=/tmp/dry/runs RESULTS=/tmp/dry/results SEEDS=0 \
-#     EXTRA="data.per_class=20 optim.epochs=1 optim.warmup_epochs=0 optim.batch_size=64 \
+# A dry run of the whole queue, about 20 minutes (tiny runs elsewhere; checks every command;
+# the batch must hold K = 300 prototypes over 2 views and fit in 10% of the images):
+#   RUNS=/tmp/dry/runs RESULTS=/tmp/dry/results REPORT=/tmp/dry SEEDS=0 \
+#     EXTRA="data.per_class=200 optim.epochs=1 optim.warmup_epochs=0 optim.batch_size=160 \
 #            linear.epochs=1 train.eval_every=1" SUP_EPOCHS=2 bash benchmarks/self_supervised/run.sh
 #
 # Phases, in queue order: main (simclr and varcon_ssl, seeds in SEEDS, labels hidden),
@@ -95,6 +96,32 @@ probe_if_semi_seed() {
   fi
 }
 
+# retrain_for_probe RUN SEED ARGS...: a label-free encoder of a few-label seed whose results
+# are committed but whose checkpoint is gone (an earlier session's) is pre-trained again with
+# its own command, so that it can be probed with 10% of the labels. Training is seeded, so
+# the same command gives the same encoder; the retrained run's loss curve and evaluations are
+# compared with the committed ones, and the probe is kept only if they are equal.
+retrain_for_probe() {
+  local run="$1" seed="$2" name committed; shift 2
+  name="$(basename "$run")"; committed="$RESULTS/$name"
+  case " $SEMI_SEEDS " in *" $seed "*) ;; *) return 0 ;; esac
+  [ -f "$committed/eval/linear.json" ] && [ ! -f "$committed/eval-labeled10/linear.json" ] \
+    || return 0
+  if [ ! -f "$run/eval/linear.json" ]; then
+    log "retrain $run for its 10% probe (its checkpoint is gone)"
+    mkdir -p "$run"  # a run directory here: pretrain trains (or resumes) it, not skips it
+    pretrain "$run" "$@"
+  fi
+  if ! python benchmarks/self_supervised/same_run.py "$committed" "$run"; then
+    log "not probed: $run differs from $committed (see above)"
+    return 0
+  fi
+  probe_with_fraction "$run"
+  mkdir -p "$committed/eval-labeled10"
+  cp "$run"/eval-labeled10/*.json "$committed/eval-labeled10/"
+  log "probed $run with 10% of the labels into $committed/eval-labeled10"
+}
+
 copy_ssl_results() {
   local run="$1"
   [ -d "$run" ] || return 0  # finished in an earlier checkout: results/ has it already
@@ -138,6 +165,10 @@ for phase in $PHASES; do
             copy_ssl_results "$run"
           fi
         done
+        # ... and, where a checkpoint was gone before its probe, that encoder trained again
+        retrain_for_probe "$RUNS/simclr-s$seed" "$seed" name=simclr "seed=$seed" "${SIMCLR[@]}"
+        retrain_for_probe "$RUNS/varcon_ssl-s$seed" "$seed" name=varcon_ssl "seed=$seed" \
+          "${VARCON_SSL[@]}" data.labels=none
       done ;;
     ablate)
       for spec in "inst:ssl.prototype_weight=0" "proto:ssl.instance_weight=0" \
