@@ -187,7 +187,8 @@ def figure(results: Path, runs: Runs, path: Path) -> None:
     colors = {"simclr": "tab:blue", "varcon_ssl": "tab:red"}
     fig, axes = plt.subplots(2, 3, figsize=(15, 8.5))
     panels = (("val_knn_top1", "kNN top-1 on val, k=200 (%)", MAIN),
-              ("effective_rank", "effective rank of the embeddings (of 128; runs as on the left)", MAIN),
+              ("effective_rank", "effective rank of the embeddings (of 128; runs as on the left)",
+               MAIN),
               ("tau2_mean", "tau2: mean (line) and ± std over samples (band)", ("varcon_ssl",)),
               ("marginal_entropy", "pseudo-class entropy of the batch (nats; dashed: log K)",
                ("varcon_ssl",)),
