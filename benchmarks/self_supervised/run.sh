@@ -100,22 +100,32 @@ probe_if_semi_seed() {
 # are committed but whose checkpoint is gone (an earlier session's) is pre-trained again with
 # its own command, so that it can be probed with 10% of the labels. Training is seeded, so
 # the same command gives the same encoder; the retrained run's loss curve and evaluations are
-# compared with the committed ones, and the probe is kept only if they are equal.
+# compared with the committed ones, and the probe is kept only if they are equal. If they
+# differ, the differences go to RESULTS/<run>/not_reproduced.txt (committed with the results),
+# and later queues do not train it again.
 retrain_for_probe() {
   local run="$1" seed="$2" name committed; shift 2
   name="$(basename "$run")"; committed="$RESULTS/$name"
   case " $SEMI_SEEDS " in *" $seed "*) ;; *) return 0 ;; esac
   [ -f "$committed/eval/linear.json" ] && [ ! -f "$committed/eval-labeled10/linear.json" ] \
     || return 0
+  if [ -f "$committed/not_reproduced.txt" ]; then
+    log "not retrained: $run was trained again once and did not reproduce" \
+      "($committed/not_reproduced.txt)"
+    return 0
+  fi
   if [ ! -f "$run/eval/linear.json" ]; then
     log "retrain $run for its 10% probe (its checkpoint is gone)"
     mkdir -p "$run"  # a run directory here: pretrain trains (or resumes) it, not skips it
     pretrain "$run" "$@"
   fi
-  if ! python benchmarks/self_supervised/same_run.py "$committed" "$run"; then
-    log "not probed: $run differs from $committed (see above)"
+  if ! python benchmarks/self_supervised/same_run.py "$committed" "$run" \
+      2> "$committed/not_reproduced.txt"; then
+    cat "$committed/not_reproduced.txt" >&2
+    log "not probed: $run differs from $committed ($committed/not_reproduced.txt)"
     return 0
   fi
+  rm -f "$committed/not_reproduced.txt"
   probe_with_fraction "$run"
   mkdir -p "$committed/eval-labeled10"
   cp "$run"/eval-labeled10/*.json "$committed/eval-labeled10/"
