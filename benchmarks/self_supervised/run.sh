@@ -99,8 +99,9 @@ probe_if_semi_seed() {
 # retrain_for_probe RUN SEED ARGS...: a label-free encoder of a few-label seed whose results
 # are committed but whose checkpoint is gone (an earlier session's) is pre-trained again with
 # its own command, so that it can be probed with 10% of the labels. Training is seeded, so
-# the same command gives the same encoder; the retrained run's loss curve and evaluations are
-# compared with the committed ones, and the probe is kept only if they are equal. If they
+# the same command in the same environment gives the same encoder (a run from another
+# session's environment need not: simclr seed 1 did not). The retrained run's loss curve and
+# evaluations are compared with the committed ones; the probe is kept only if equal. If they
 # differ, the differences go to RESULTS/<run>/not_reproduced.txt (committed with the results),
 # and later queues do not train it again.
 retrain_for_probe() {
