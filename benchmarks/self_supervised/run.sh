@@ -11,7 +11,7 @@
 #   nohup bash benchmarks/self_supervised/run.sh > /tmp/ssl.log 2>&1 &
 #   PHASES="main" SEEDS="0" bash benchmarks/self_supervised/run.sh   # one part only
 #
-# A dry run of the whole queue, about 20 minutes (tiny runs elsewhere; checks every command;
+# A dry run of the whole queue, about 4 minutes (tiny runs elsewhere; checks every command;
 # the batch must hold K = 300 prototypes over 2 views and fit in 10% of the images):
 #   RUNS=/tmp/dry/runs RESULTS=/tmp/dry/results REPORT=/tmp/dry SEEDS=0 \
 #     EXTRA="data.per_class=200 optim.epochs=1 optim.warmup_epochs=0 optim.batch_size=160 \
