@@ -24,6 +24,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from varcon.reporting.runs import read_metrics
+
 WALL_CLOCK = frozenset({"epoch_time", "images_per_s"})
 
 
@@ -31,7 +33,10 @@ def _epochs(run: Path) -> list[dict[str, Any]]:
     path = run / "metrics.jsonl"
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: is {run} a finished run directory?")
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    records, problems = read_metrics(path)
+    if problems:  # a line skipped is a line not compared: no verdict of equality
+        raise ValueError("; ".join(problems))
+    return records
 
 
 def differences(committed: Path, retrained: Path) -> list[str]:

@@ -63,3 +63,12 @@ def test_a_folder_that_is_not_a_run_is_named(tmp_path):
     committed = _write(tmp_path / "committed", EPOCHS, EVALS)
     with pytest.raises(FileNotFoundError, match="finished run directory"):
         same_run.differences(committed, tmp_path / "empty")
+
+
+def test_a_metrics_line_that_cannot_be_read_is_an_error_not_a_skipped_epoch(tmp_path):
+    committed = _write(tmp_path / "committed", EPOCHS, EVALS)
+    retrained = _write(tmp_path / "retrained", EPOCHS, EVALS)
+    with (retrained / "metrics.jsonl").open("a") as f:
+        f.write("{not json\n")
+    with pytest.raises(ValueError, match=r"metrics\.jsonl:3: not JSON"):
+        same_run.differences(committed, retrained)
